@@ -1,0 +1,1 @@
+"""Learn better OpenCode agent prompts for small local models from session logs."""

