@@ -133,20 +133,24 @@ class Metric:
         self.threshold = threshold
 
     def __call__(self, example: Any, pred: Any, trace: Any = None) -> float | bool:
-        scores = self.breakdown(example, pred)
-        value = composite(scores, self.weights)
+        scores = self.components(example, pred)
+        value = self.combine(scores)
         if trace is None:
             return value
         # A demo with the wrong tool teaches the wrong habit however well the rest scores.
         return value >= self.threshold and scores.get("first_action") != 0
 
-    def breakdown(self, example: Any, pred: Any) -> dict[str, float | None]:
-        """The components this metric uses (weight > 0) for one example."""
+    def components(self, example: Any, pred: Any) -> dict[str, float | None]:
+        """The components this metric uses (weight > 0) for one example; None = no ground truth."""
         scores = _judge(*_unpack(example, pred))[0]
         return {k: v for k, v in scores.items() if self.weights[k] > 0}
 
+    def combine(self, scores: Mapping[str, float | None]) -> float:
+        """The composite of component scores under this metric's weights."""
+        return composite(scores, self.weights)
+
     def score(self, example: Any, pred: Any) -> float:
-        return composite(self.breakdown(example, pred), self.weights)
+        return self.combine(self.components(example, pred))
 
     def feedback(self, example: Any, pred: Any) -> str:
         """What was wrong with the prediction and why, one sentence per problem."""

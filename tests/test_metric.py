@@ -227,7 +227,8 @@ def test_weights_change_the_composite_and_zero_weights_skip() -> None:
     b = Metric({**WEIGHTS, "first_action": 10})(example(), p)
     assert a != pytest.approx(b)
     no_reasoning = Metric({**WEIGHTS, "reasoning_quality": 0})
-    assert "reasoning_quality" not in no_reasoning.breakdown(example(), p)
+    assert "reasoning_quality" not in no_reasoning.components(example(), p)
+    assert no_reasoning.combine(no_reasoning.components(example(), p)) == no_reasoning(example(), p)
     assert no_reasoning(example(), p) > a  # the empty reasoning no longer counts against it
     assert Metric({"first_action": 1})(example(), p) == pytest.approx(0.5)
     with pytest.raises(ValueError):
