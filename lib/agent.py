@@ -261,8 +261,9 @@ class CompactJSONAdapter(dspy.Adapter):
             # A bare {"tool", "args"} (or one mixed into the top level) is the action itself.
             if "next_action" in outputs and "next_action" not in values and "tool" in found:
                 values["next_action"] = {k: found[k] for k in ("tool", "args") if k in found}
-        elif len(outputs) == 1 and _is_str(next(iter(outputs.values()))):
-            # A one-field text answer (an optimizer's proposer, say) needs no JSON to be useful.
+        elif "next_action" not in outputs and _is_str(next(iter(outputs.values()))):
+            # An optimizer's proposer (new instruction, description) is useful as plain prose; for the
+            # agent's decision prose is a failed answer and stays empty so the metric scores it 0.
             values = {next(iter(outputs)): (completion or "").strip()}
         return {name: _coerce(values.get(name), field) for name, field in outputs.items()}
 

@@ -226,6 +226,11 @@ def test_generic_signature_works_for_optimizer_proposers() -> None:
     with dspy.context(lm=plain, adapter=CompactJSONAdapter()):
         assert dspy.Predict("question -> proposed_instruction")(question="q").proposed_instruction == \
             "A better instruction, in plain prose."
+    plain = DummyLM([{}], adapter=RawReply("A better instruction, in plain prose."))
+    with dspy.context(lm=plain, adapter=CompactJSONAdapter()):
+        two = dspy.Predict("question -> proposed_instruction, proposed_prefix_for_output_field")(question="q")
+    assert (two.proposed_instruction, two.proposed_prefix_for_output_field) == (
+        "A better instruction, in plain prose.", "")
 
 
 def test_to_example_keeps_inputs_outputs_and_gold() -> None:
