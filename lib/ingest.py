@@ -102,12 +102,20 @@ def parse(logs_dir: str, opencode_db: str | None, redact: bool, strict: bool, fi
             turns_by_id[session.id] = (len(session.turns), n_actions)
             by_source[session.source] += 1
 
+        rejected.sort(key=lambda r: (r["path"], r["reason"]))
+        message = ""
+        if rejected:
+            listing = "\n".join(f"  {r['path']}: {r['reason']}" for r in rejected[:50])
+            more = f"\n  ... and {len(rejected) - 50} more (see {rejected_out})" if len(rejected) > 50 else ""
+            message = f"{len(rejected)} input(s) rejected:\n{listing}{more}"
+            if strict:  # fail before sessions.jsonl is touched: no partial data set
+                write_jsonl(rejected_out, rejected)
+                raise UserError(message + "\ndata.strict is true: fix or remove these files, or set it to false")
         with atomic_open(sessions_out) as out:
             for sid in sorted(index):
                 offset, size, _ = index[sid]
                 spool.seek(offset)
                 out.write(spool.read(size).decode("utf-8"))
-    rejected.sort(key=lambda r: (r["path"], r["reason"]))
     write_jsonl(rejected_out, rejected)
 
     report = {
@@ -124,11 +132,6 @@ def parse(logs_dir: str, opencode_db: str | None, redact: bool, strict: bool, fi
         "filtered_by_sources": dict(sorted(filt.dropped.items())),
     }
     if rejected:
-        listing = "\n".join(f"  {r['path']}: {r['reason']}" for r in rejected[:50])
-        more = f"\n  ... and {len(rejected) - 50} more (see {rejected_out})" if len(rejected) > 50 else ""
-        message = f"{len(rejected)} input(s) rejected:\n{listing}{more}"
-        if strict:
-            raise UserError(message + "\ndata.strict is true: fix or remove these files, or set it to false")
         report["warning"] = f"{len(rejected)} input(s) rejected; see {rejected_out}"
         print(f"warning: {message}")
     if not index:
