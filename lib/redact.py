@@ -26,8 +26,9 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("password", re.compile(
         r"(?i)(?<![A-Za-z0-9])((?:[A-Za-z0-9_]*(?:password|passwd|pwd|secret|token|api[_-]?key))"
         r"[\"']?\s*[:=]\s*[\"']?)"
-        # not a reference to where the secret lives (env lookups, template variables)
-        r"(?!\[REDACTED|process\.env|os\.environ|getenv|\$|\{|<|None\b|null\b|true\b|false\b)([^\s\"'&;,()]{4,})")),
+        # not a reference to where the secret lives (env lookups, getter calls, template variables)
+        r"(?!\[REDACTED|process\.env|os\.environ|getenv|[\w.]*get\w*\(|\$|\{|<|None\b|null\b|true\b|false\b)"
+        r"([^\s\"'&;,()]{4,})")),
     ("aws_secret_key", re.compile(r"(?i)(?<=aws_secret_access_key)(\s*[:=]\s*)[A-Za-z0-9/+=]{40}")),
 ]
 
