@@ -137,6 +137,15 @@ def _history(entries: list[Any], response: str, turn_start: int | None) -> list[
         kept = [kept[lead]] + kept[:lead] + kept[lead + 1:]
     elif lead == len(kept):
         kept = []  # only replies and no request: they belong to this turn
+    # The same quirk in later turns: a reply stamped just before the request it answers goes after it.
+    i = 0
+    while i < len(kept) - 1:
+        reply, request = kept[i], kept[i + 1]
+        if (reply.role == "assistant" and request.role == "user" and reply.time_created and request.time_created
+                and 0 <= request.time_created - reply.time_created <= _SKEW_MS):
+            kept[i], kept[i + 1] = request, reply
+            i += 1
+        i += 1
     return kept
 
 
