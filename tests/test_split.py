@@ -1,0 +1,184 @@
+"""The session-level split: deterministic whatever the file order or layout, no session in two splits."""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from helpers import (FIXTURES, SAMPLES, SPLIT_FILES, load_json, make_project, read_jsonl, run_data_stages,
+                     run_stage, sample_files, split_bytes)
+from lib.files import write_jsonl
+from lib.sources.plugin import to_session
+from lib.split import SPLITS, assign, root_of
+
+RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
+
+
+# --- the same split whatever the file order or folder layout --------------------------------------------------
+
+def _layouts(base: Path) -> dict[str, Path]:
+    """The sample files as shipped, flat in shuffled copy order, and each in its own nested folder."""
+    files = sample_files()
+    order = random.Random(7).sample(files, len(files))
+    shipped = base / "shipped"
+    shutil.copytree(SAMPLES, shipped)
+    flat = base / "flat"
+    flat.mkdir()
+    for path in order:
+        shutil.copy(path, flat / path.name)
+    nested = base / "nested"
+    for i, path in enumerate(reversed(order)):
+        dest = nested / f"group-{i % 4}" / f"day-{i % 7:02d}" / path.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, dest)
+    return {"shipped": shipped, "flat": flat, "nested": nested}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """One project per layout, each run through parse -> build_examples -> split."""
+    base = tmp_path_factory.mktemp("layouts")
+    projects = {}
+    for name, logs in _layouts(base / "logs").items():
+        projects[name] = make_project(base / name, logs)
+        run_data_stages(projects[name])
+    return projects
+
+
+def test_split_files_are_identical_across_file_order_and_layout(runs):
+    paths = {name: sorted(r["path"] for r in read_jsonl(p / "data/parsed/sessions.jsonl")) for name, p in runs.items()}
+    assert paths["flat"] != paths["nested"]  # the layouts really differ
+    reference = split_bytes(runs["shipped"])
+    assert all(reference[name] for name in SPLIT_FILES)
+    for name in ("flat", "nested"):
+        assert split_bytes(runs[name]) == reference, f"{name} layout gives a different split"
+        assert (runs[name] / "metrics/split.json").read_bytes() == (runs["shipped"] / "metrics/split.json").read_bytes()
+
+
+def test_every_example_lands_in_exactly_one_split(runs):
+    project = runs["shipped"]
+    examples = read_jsonl(project / "data/examples/examples.jsonl")
+    in_splits = {name: read_jsonl(project / "data/splits" / name) for name in SPLIT_FILES}
+    ids = Counter(r["id"] for rows in in_splits.values() for r in rows)
+    assert set(ids) == {r["id"] for r in examples}
+    assert set(ids.values()) == {1}
+
+
+def test_no_session_or_group_in_two_splits(runs):
+    project = runs["shipped"]
+    groups: dict[str, set[str]] = {}
+    sessions: dict[str, set[str]] = {}
+    for name in SPLIT_FILES:
+        for row in read_jsonl(project / "data/splits" / name):
+            groups.setdefault(row["group_id"], set()).add(name)
+            sessions.setdefault(row["session_id"], set()).add(name)
+    assert len(sessions) >= 30
+    assert all(len(where) == 1 for where in groups.values())
+    assert all(len(where) == 1 for where in sessions.values())
+
+
+def test_split_metrics_match_the_files_and_the_ratios(runs):
+    project = runs["shipped"]
+    report = load_json(project / "metrics/split.json")
+    n_sessions = sum(report[name]["sessions"] for name in SPLITS)
+    for name in SPLITS:
+        rows = read_jsonl(project / "data/splits" / f"{name}.jsonl")
+        assert report[name]["examples"] == len(rows)
+        assert report[name]["sessions"] == len({r["session_id"] for r in rows})
+        assert abs(report[name]["sessions"] - RATIOS[name] * n_sessions) <= 1
+
+
+# --- assign() -------------------------------------------------------------------------------------------------
+
+def test_assign_respects_the_ratios_roughly():
+    groups = [f"ses_{i:04d}" for i in range(1000)]
+    ratios = {"train": 0.7, "val": 0.1, "test": 0.2}
+    counts = Counter(assign(groups, ratios, seed=3).values())
+    assert counts == {"train": 700, "val": 100, "test": 200}
+
+
+def test_assign_does_not_depend_on_input_order_but_on_the_seed():
+    groups = [f"ses_{i:03d}" for i in range(200)]
+    shuffled = random.Random(1).sample(groups, len(groups))
+    assert assign(shuffled, RATIOS, 42) == assign(groups, RATIOS, 42)
+    assert assign(groups + groups[:50], RATIOS, 42) == assign(groups, RATIOS, 42)  # repeats change nothing
+    assert assign(groups, RATIOS, 43) != assign(groups, RATIOS, 42)
+
+
+def test_three_sessions_give_a_non_empty_test_split():
+    for seed in range(20):
+        where = assign(["ses_a", "ses_b", "ses_c"], RATIOS, seed)
+        assert sorted(where.values()) == ["test", "train", "val"]
+
+
+def test_three_sessions_through_the_stages(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for path in sample_files()[:3]:
+        shutil.copy(path, logs)
+    project = make_project(tmp_path / "project", logs, min_examples=1)
+    run_data_stages(project)
+    assert read_jsonl(project / "data/splits/test.jsonl")
+    assert load_json(project / "metrics/split.json")["test"]["sessions"] == 1
+
+
+# --- subagent chains ------------------------------------------------------------------------------------------
+
+def test_root_of_follows_the_chain_to_the_top():
+    parents = {"child": "parent", "grandchild": "child", "parent": None, "other": None, "loop_a": "loop_b",
+               "loop_b": "loop_a"}
+    assert root_of(parents, "grandchild") == "parent"
+    assert root_of(parents, "child") == "parent"
+    assert root_of(parents, "parent") == "parent"
+    assert root_of(parents, "unknown") == "unknown"
+    assert root_of(parents, "loop_a") in ("loop_a", "loop_b")  # a cycle ends instead of looping forever
+
+
+def test_a_subagent_chain_stays_in_one_split(tmp_path):
+    """Sessions with parent_id, written as parse would, go through build_examples and split together."""
+    base = load_json(FIXTURES / "valid-current.json")
+    sessions = []
+    families = {}
+    for f in range(15):
+        ids = [f"ses_f{f:02d}_root", f"ses_f{f:02d}_sub", f"ses_f{f:02d}_subsub"]
+        families[ids[0]] = ids
+        for depth, sid in enumerate(ids):
+            s = to_session(base, f"{sid}.json")
+            s.id = sid
+            s.parent_id = ids[depth - 1] if depth else None
+            sessions.append(s)
+    project = make_project(tmp_path, min_examples=1)
+    write_jsonl(project / "data/parsed/sessions.jsonl", (s.to_dict() for s in sorted(sessions, key=lambda s: s.id)))
+    for stage in ("build_examples", "split"):
+        proc = run_stage(project, stage)
+        assert proc.returncode == 0, proc.stderr
+    where: dict[str, set[str]] = {}
+    for name in SPLIT_FILES:
+        for row in read_jsonl(project / "data/splits" / name):
+            family = row["session_id"].rsplit("_", 1)[0] + "_root"
+            assert row["group_id"] == family
+            where.setdefault(family, set()).add(name)
+    assert set(where) == set(families)
+    assert all(len(names) == 1 for names in where.values())
+    assert len(set().union(*where.values())) == 3  # the families do spread over all three splits
+
+
+def test_examples_stage_writes_group_ids_from_the_root(tmp_path):
+    base = load_json(FIXTURES / "valid-legacy.json")
+    chain = []
+    for i, sid in enumerate(["ses_top", "ses_mid", "ses_leaf"]):
+        s = to_session(base, f"{sid}.json")
+        s.id, s.parent_id = sid, chain[-1].id if chain else None
+        chain.append(s)
+    project = make_project(tmp_path, min_examples=1)
+    write_jsonl(project / "data/parsed/sessions.jsonl", (s.to_dict() for s in chain))
+    proc = run_stage(project, "build_examples")
+    assert proc.returncode == 0, proc.stderr
+    rows = read_jsonl(project / "data/examples/examples.jsonl")
+    assert {r["session_id"]: r["group_id"] for r in rows} == {"ses_top": "ses_top", "ses_mid": "ses_top",
+                                                            "ses_leaf": "ses_top"}
+    assert json.loads((project / "metrics/examples.json").read_text())["examples"] == len(rows)
