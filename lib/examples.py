@@ -137,7 +137,8 @@ def _compact_args(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _tools(s: Session) -> list[str]:
-    seen = {a.tool for t in s.turns for a in t.actions}
+    # `invalid` is OpenCode's rewrite of a malformed call, never a tool to offer.
+    seen = {a.tool for t in s.turns for a in t.actions} - {"invalid"}
     return list(DEFAULT_TOOLS) + sorted(seen - set(DEFAULT_TOOLS))
 
 

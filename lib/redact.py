@@ -33,6 +33,23 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
+# `password: string`, `self.token = token`, `apiKey = config.apiKey`: code, not secrets.
+_REFERENCE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
+_TYPE_WORDS = {"string", "str", "number", "int", "bool", "boolean", "any", "bytes", "optional"}
+
+
+def _looks_secret(prefix: str, value: str) -> bool:
+    """Quoted literals and shell-style NAME=value are secrets; names, types and attribute paths are not."""
+    if prefix.rstrip().endswith(("'", '"')):
+        return True
+    name = re.match(r"[A-Za-z0-9_-]*", prefix).group(0)
+    if _REFERENCE.fullmatch(value) or value.lower() in _TYPE_WORDS or value.lower() == name.lower():
+        return False
+    if prefix.endswith("=") and not prefix[:-1].endswith(" "):
+        return True  # NAME=value, --password=value
+    return any(c.isdigit() for c in value)
+
+
 class Redactor:
     """Redacts strings and nested JSON values, counting what it replaced per kind."""
 
@@ -44,13 +61,15 @@ class Redactor:
         if not self.enabled or not value:
             return value
         for kind, pattern in _PATTERNS:
-            if kind in ("password", "aws_secret_key"):
-                value, n = pattern.subn(lambda m: m.group(1) + f"[REDACTED:{kind}]", value)
-            else:
-                value, n = pattern.subn(f"[REDACTED:{kind}]", value)
-            if n:
-                self.counts[kind] += n
+            value = pattern.sub(lambda m, kind=kind: self._replace(kind, m), value)
         return value
+
+    def _replace(self, kind: str, match: re.Match[str]) -> str:
+        if kind == "password" and not _looks_secret(match.group(1), match.group(2)):
+            return match.group(0)
+        self.counts[kind] += 1
+        keep = match.group(1) if kind in ("password", "aws_secret_key") else ""
+        return f"{keep}[REDACTED:{kind}]"
 
     def value(self, value: Any) -> Any:
         """Redact every string inside a JSON-like value (dict keys are kept)."""

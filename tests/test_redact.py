@@ -35,6 +35,10 @@ SECRETS = {
 
 # Code that names secrets without holding one.
 ORDINARY = [
+    "password: string",
+    "self.token = token",
+    "const apiKey = config.apiKey",
+    "connect(host, password=password)",
     "const apiKey = process.env.KEY",
     "apiKey = process.env.KEY",
     "token_store.py",
