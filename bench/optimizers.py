@@ -1,0 +1,78 @@
+"""Benchmark every optimizer on the current splits and print a comparison table.
+
+    python bench/optimizers.py                          # all optimizers, params.yaml settings
+    python bench/optimizers.py labeled bootstrap        # a subset
+    python bench/optimizers.py --set optimization.max_train_examples=30 copro
+
+Run `dvc repro split` first. Each optimizer is compiled from scratch and scored on the full test
+split against the same baseline; the model cache makes repeated calls free, so "calls" counts only
+calls that were really made in this run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml  # noqa: E402
+
+from lib import params as P  # noqa: E402
+from lib.agent import Agent  # noqa: E402
+from lib.evaluate import evaluate, improvement  # noqa: E402
+from lib.metric import Metric  # noqa: E402
+from lib.optimize import OPTIMIZERS, optimize  # noqa: E402
+from lib.runtime import load_examples, load_rows, start  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("optimizers", nargs="*", default=list(OPTIMIZERS), help="optimizer names (default: all)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="params override, e.g. optimization.mipro.auto=light (repeatable)")
+    args = ap.parse_args()
+    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    p = P.load(overrides=overrides)
+    opt, seed = p["optimization"], p["data"]["random_seed"]
+    rt = start(p, with_teacher=True)
+    metric = Metric(opt["metric_weights"])
+    test = load_rows("test")
+    train = load_examples("train", opt["max_train_examples"], seed)
+    val = load_examples("val", opt["max_val_examples"], seed)
+
+    def usage() -> tuple[int, int]:
+        total = rt.ledger.summary()["lm_usage"]["total"]
+        return total["calls"], total["prompt_tokens"] + total["completion_tokens"]
+
+    t0, (c0, k0) = time.monotonic(), usage()
+    base = evaluate(Agent(), test, metric, opt["num_threads"], "baseline", rt.ledger.status)
+    c1, k1 = usage()
+    rows = [("baseline", base.score, None, None, c1 - c0, k1 - k0, time.monotonic() - t0, 0)]
+    for name in args.optimizers:
+        t0, (c0, k0) = time.monotonic(), usage()
+        program = optimize(name, opt[name], Agent(), train, val, metric, rt.teacher, rt.student,
+                           opt["num_threads"], seed)
+        result = evaluate(program, test, metric, opt["num_threads"], name, rt.ledger.status)
+        gain = improvement(base.per_example, result.per_example)
+        c1, k1 = usage()
+        demos = sum(len(pr.demos) for pr in program.predictors())
+        rows.append((name, result.score, gain["improvement"], gain["ci95"], c1 - c0, k1 - k0,
+                     time.monotonic() - t0, demos))
+        print(f"{name}: {result.score:.3f}", file=sys.stderr)
+
+    print(f"\ntest examples: {len(test)}, train {len(train)}, val {len(val)}; "
+          f"student {p['models']['student']['provider']}/{p['models']['student']['model']}, "
+          f"teacher {p['models']['teacher']['provider']}/{p['models']['teacher']['model']}\n")
+    print("| optimizer | test score | abs. gain | rel. gain | 95% CI of gain | LM calls | tokens | wall s | demos |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, score, gain, ci, calls, tokens, wall, demos in rows:
+        absolute = f"{gain['absolute']:+.3f}" if gain else ""
+        relative = "" if not gain else "n/a" if gain["relative"] is None else f"{gain['relative']:+.0%}"
+        interval = f"{ci[0]:+.3f} .. {ci[1]:+.3f}" if ci else ""
+        print(f"| {name} | {score:.3f} | {absolute} | {relative} | {interval} | {calls} | {tokens} | "
+              f"{wall:.0f} | {demos} |")
+
+if __name__ == "__main__":
+    main()
