@@ -5,11 +5,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lib.session import Session
+from lib.sources.claude_code import ClaudeCodeReader
 from lib.sources.common import InputError, Reader, Rejected
+from lib.sources.opencode_db import OpenCodeDbReader
+from lib.sources.opencode_export import OpenCodeExportReader
+from lib.sources.opencode_storage import OpenCodeStorageReader
 from lib.sources.plugin import PluginReader
+from lib.sources.plugin_session import PluginSessionReader
 
-# First reader whose `detect` claims a path wins; order from most to least specific.
-READERS: list[Reader] = [PluginReader()]
+# First reader whose `detect` claims a path wins; order from most to least specific
+# (file names first, then SQLite's magic header, directory layout, and JSON content last).
+READERS: list[Reader] = [
+    PluginReader(),
+    PluginSessionReader(),
+    OpenCodeDbReader(),
+    OpenCodeStorageReader(),
+    ClaudeCodeReader(),
+    OpenCodeExportReader(),
+]
 
 # Files that are never session data (logs, editor and OS litter).
 _IGNORED_SUFFIXES = {".log", ".md", ".txt", ".gitignore", ".dvc", ".wal", ".shm", ".db-wal", ".db-shm"}
@@ -20,8 +33,9 @@ def walk(root: Path) -> Iterator[tuple[Path, Reader | None]]:
 
     A directory claimed by a reader (e.g. an OpenCode storage tree) is handed over whole.
     """
-    if root.is_file():
-        yield root, _claim(root)
+    claimed = _claim(root)
+    if root.is_file() or claimed is not None:  # e.g. logs_dir pointing straight at a storage/ tree
+        yield root, claimed
         return
     for entry in sorted(root.iterdir(), key=lambda p: p.name):
         if entry.name.startswith("."):
@@ -44,8 +58,9 @@ def read_all(root: Path, extra: list[Path] = ()) -> Iterator[tuple[str, Session 
         file, reader = path
         rel = _relative(file, root)
         if reader is None:
-            yield rel, Rejected(rel, "not a recognised session file (expected the plugin's dspy-<id>.json, "
-                                     "an `opencode export` JSON, an OpenCode storage/ tree or opencode.db); "
+            yield rel, Rejected(rel, "not a recognised session file (expected the plugin's dspy-<id>.json or "
+                                     "session-<id>.json, an `opencode export` JSON, an OpenCode storage/ tree, "
+                                     "opencode.db or a Claude Code .jsonl transcript); "
                                      "move it out of the logs folder")
             continue
         try:
@@ -59,7 +74,7 @@ def read_all(root: Path, extra: list[Path] = ()) -> Iterator[tuple[str, Session 
 
 def _relative(path: Path, root: Path) -> str:
     try:
-        base = root if root.is_dir() else root.parent
+        base = root if root.is_dir() and path != root else root.parent
         return path.relative_to(base).as_posix()
     except ValueError:
         return path.as_posix()
