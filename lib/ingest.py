@@ -74,9 +74,8 @@ def parse(logs_dir: str, opencode_db: str | None, redact: bool, strict: bool, fi
     redactor = Redactor(enabled=redact)
     rejected: list[dict[str, str]] = []
     index: dict[str, tuple[int, int, int]] = {}  # id -> (offset, size, n_actions)
+    kept: dict[str, tuple[str, int]] = {}  # id -> (source, turns) of the copy that is kept
     inputs: dict[str, bool] = {}  # input path -> had a rejection
-    turns_by_id: dict[str, tuple[int, int]] = {}
-    by_source: Counter[str] = Counter()
     duplicates = 0
     with tempfile.TemporaryFile("w+b") as spool:
         for rel, item in read_all(root, extra):
@@ -99,8 +98,7 @@ def parse(logs_dir: str, opencode_db: str | None, redact: bool, strict: bool, fi
             offset = spool.seek(0, 2)
             spool.write(blob)
             index[session.id] = (offset, len(blob), n_actions)
-            turns_by_id[session.id] = (len(session.turns), n_actions)
-            by_source[session.source] += 1
+            kept[session.id] = (session.source, len(session.turns))
 
         rejected.sort(key=lambda r: (r["path"], r["reason"]))
         message = ""
@@ -123,12 +121,12 @@ def parse(logs_dir: str, opencode_db: str | None, redact: bool, strict: bool, fi
         "valid_files": sum(not bad for bad in inputs.values()),
         "invalid_files": sum(inputs.values()),
         "sessions": len(index),
-        "turns": sum(t for t, _ in turns_by_id.values()),
-        "actions": sum(a for _, a in turns_by_id.values()),
+        "turns": sum(turns for _, turns in kept.values()),
+        "actions": sum(n_actions for _, _, n_actions in index.values()),
         "duplicates": duplicates,
         "redactions": redactor.total,
         "redactions_by_kind": dict(sorted(redactor.counts.items())),
-        "sessions_by_source": dict(sorted(by_source.items())),
+        "sessions_by_source": dict(sorted(Counter(source for source, _ in kept.values()).items())),
         "filtered_by_sources": dict(sorted(filt.dropped.items())),
     }
     if rejected:

@@ -24,6 +24,9 @@ READERS: list[Reader] = [
     OpenCodeExportReader(),
 ]
 
+# Folders that never hold sessions: OpenCode's data dir keeps git snapshots and binaries beside storage/.
+_IGNORED_DIRS = {"snapshot", "bin", "log", "node_modules", "__pycache__"}
+
 # Files that are never session data (logs, editor and OS litter).
 _IGNORED_SUFFIXES = {".log", ".md", ".txt", ".gitignore", ".dvc", ".wal", ".shm", ".db-wal", ".db-shm"}
 
@@ -42,7 +45,8 @@ def walk(root: Path) -> Iterator[tuple[Path, Reader | None]]:
             continue
         reader = _claim(entry)
         if entry.is_dir() and reader is None:
-            yield from walk(entry)
+            if entry.name not in _IGNORED_DIRS:
+                yield from walk(entry)
         elif reader is not None or (entry.is_file() and entry.suffix not in _IGNORED_SUFFIXES
                                     and not entry.name.endswith(("-wal", "-shm"))):
             yield entry, reader
