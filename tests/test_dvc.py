@@ -1,0 +1,213 @@
+"""The pipeline under real DVC, in a throw-away copy of the repository, with tiny settings and the embedded model.
+
+One tiny run is shared by the tests below: metrics and plots of that run, a DVC remote round trip into a
+fresh clone (which must not call a model), and an experiment through `python -m lib.cli train`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import need
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(3000)  # a run of the embedded model on 2 shared cores
+
+# Small enough to run in minutes on 2 cores, big enough to exercise every stage: one test session,
+# short fields, three fixed demos.
+TINY = {
+    "data": {"train_split": 0.94, "val_split": 0.03, "test_split": 0.03, "max_field_chars": 300,
+             "max_history_messages": 2},
+    "optimization": {"optimizer": "labeled", "max_train_examples": 20, "max_val_examples": 4, "labeled": {"k": 3}},
+    "models": {"student": {"max_tokens": 64}, "teacher": {"max_tokens": 64}},
+}
+
+
+def _merge(base: dict, extra: dict) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    # `python -m stages.X` and `dvc` must be this virtualenv's.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(list(cmd), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=2400)
+    if check:
+        assert done.returncode == 0, f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout[-4000:]}\n" \
+                                     f"{done.stderr[-4000:]}"
+    return done
+
+
+def dvc(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(cwd, sys.executable, "-m", "dvc", *args, check=check)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, smollm_path) -> Path:
+    """A copy of the working tree (tracked and new, non-ignored files) as a fresh git repo, run once."""
+    need(shutil.which("git") is not None, "git is not installed")
+    need((ROOT / ".git").exists(), "not a git checkout: cannot list the project's files")
+    def ls(*flags: str) -> set[str]:
+        out = subprocess.run(["git", "ls-files", "-z", *flags], cwd=ROOT, capture_output=True, check=True).stdout
+        return set(filter(None, out.decode().split("\0")))
+
+    # New files not yet committed are part of the tree under test, but a stage output left in the
+    # working tree by a local run is not: the copy must produce its own.
+    produced = _stage_outputs(yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8")))
+    new = {rel for rel in ls("--others", "--exclude-standard")
+           if not any(rel == out or rel.startswith(out + "/") for out in produced)}
+    repo = tmp_path_factory.mktemp("dvc") / "a"
+    for rel in sorted(ls("--cached") | new):
+        src = ROOT / rel
+        if src.is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / rel)
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    _merge(params, TINY)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "tiny settings")
+    run = dvc(repo, "repro")
+    assert "Running stage 'export'" in run.stdout
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "tiny run")
+    return repo
+
+
+def _stage_outputs(pipeline: dict) -> set[str]:
+    """Every path a stage writes (outs, metrics, plots) as declared in dvc.yaml."""
+    paths = set()
+    for stage in (pipeline.get("stages") or {}).values():
+        for key in ("outs", "metrics", "plots"):
+            for entry in stage.get(key) or []:
+                paths.add(next(iter(entry)) if isinstance(entry, dict) else entry)
+    return paths
+
+
+def read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_run_writes_metrics_and_prompts(repo):
+    base, opt = read_json(repo / "metrics/baseline.json"), read_json(repo / "metrics/optimized.json")
+    for report in (base, opt):
+        assert 0 <= report["score"] <= 1 and report["n"] >= 1
+    assert opt["optimizer"] == "labeled" and opt["demos"] == 3
+    prompts = sorted(p.name for p in (repo / "outputs/prompts").rglob("*") if p.is_file())
+    assert prompts == sorted(["OPTIMIZED_BUILD.md", "USAGE_GUIDE_build.md", "build-smollm2-135m.md",
+                              "opencode-build-smollm2-135m.jsonc", "smollm2-135m-optimized.txt"])
+    assert "outputs/prompts" in (repo / "dvc.lock").read_text()
+    status = dvc(repo, "status")
+    assert "up to date" in status.stdout
+
+
+def test_metrics_show_and_diff(repo):
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
+    (workspace,) = shown.values()  # the workspace only (DVC names it "" or "workspace")
+    data = workspace["data"]
+    assert 0 <= data["metrics/optimized.json"]["data"]["score"] <= 1
+    assert "score" in data["metrics/baseline.json"]["data"]
+    diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "HEAD", "--json").stdout)
+    assert diff["metrics/optimized.json"]["score"]["old"] is None
+    assert diff["metrics/optimized.json"]["score"]["new"] == read_json(repo / "metrics/optimized.json")["score"]
+    assert "score" in diff["metrics/baseline.json"]
+    assert "improvement.absolute" in diff["metrics/optimized.json"]
+
+
+def test_plots_show_both_series(repo, tmp_path):
+    plots = json.loads(dvc(repo, "plots", "show", "--json").stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    n = read_json(repo / "metrics/baseline.json")["n"]
+    per_example = plots["data"]["Test score per example (0-1)"][0]["content"]["data"]["values"]
+    assert sorted({row["filename"] for row in per_example}) == ["baseline_examples.json", "optimized_examples.json"]
+    assert len(per_example) == 2 * n
+    components = plots["data"]["metrics/comparison.json"][0]["content"]["data"]["values"]
+    assert {row["run"] for row in components} == {"baseline", "optimized"}
+    assert "score" in {row["metric"] for row in components}
+
+    out = tmp_path / "plots"
+    dvc(repo, "plots", "show", "-o", str(out))
+    html = (out / "index.html").read_text(encoding="utf-8")
+    for text in ("Test score per example (0-1)", "Composite score and components", "baseline_examples.json",
+                 "optimized_examples.json", '"run": "baseline"', '"run": "optimized"'):
+        assert text in html
+
+
+def test_remote_round_trip_restores_without_calling_a_model(repo, tmp_path):
+    remote = tmp_path / "remote"
+    dvc(repo, "remote", "add", "-d", "shared", str(remote))
+    sh(repo, "git", "commit", "-qam", "remote")
+    dvc(repo, "push", "--run-cache")
+    assert any((remote / "files").rglob("*"))
+
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "outputs/program.json").exists()
+    dvc(clone, "pull", "--run-cache")
+    for rel in ("outputs/program.json", "outputs/prompts/opencode-build-smollm2-135m.jsonc",
+                "data/splits/test.jsonl"):
+        assert (clone / rel).read_bytes() == (repo / rel).read_bytes(), rel
+
+    run = dvc(clone, "repro")
+    for stage in ("baseline", "optimize", "export"):
+        assert f"Stage '{stage}' didn't change, skipping" in run.stdout, run.stdout
+    assert "Running stage 'baseline'" not in run.stdout and "Running stage 'optimize'" not in run.stdout
+    # Any model call would have opened the project's model cache.
+    assert not (clone / ".cache" / "dspy").exists()
+    assert (clone / "metrics/optimized.json").read_bytes() == (repo / "metrics/optimized.json").read_bytes()
+
+
+def test_experiment_through_the_cli(repo, tmp_path):
+    """`train` runs `dvc exp run -S ...`; re-scoring with new weights reuses every cached model answer."""
+    override = tmp_path / "weights.yaml"
+    override.write_text(yaml.safe_dump({"optimization": {"metric_weights": {"efficiency": 0}}}))
+    done = sh(repo, sys.executable, "-m", "lib.cli", "train", "--experiment-name", "no-efficiency",
+              "--params", str(override))
+    assert "-S optimization.metric_weights.efficiency=0" in done.stdout
+    assert "baseline score" in done.stdout and "optimized score" in done.stdout
+    for name in ("baseline.json", "optimized.json"):
+        usage = read_json(repo / "metrics" / name)["lm_usage"]["total"]
+        assert usage["calls"] == 0 and usage["cache_hits"] > 0, usage
+
+    exps = json.loads(dvc(repo, "exp", "show", "--json").stdout)
+    found = [e for rev in exps for e in (rev.get("experiments") or []) for e in e.get("revs", [])
+             if e.get("name") == "no-efficiency"]
+    assert found, json.dumps(exps)[:2000]
+    exp_params = found[0]["data"]["params"]["params.yaml"]["data"]
+    assert exp_params["optimization"]["metric_weights"]["efficiency"] == 0
+    assert "metrics/optimized.json" in found[0]["data"]["metrics"]
+
+    params = json.loads(dvc(repo, "params", "diff", "--json").stdout)
+    change = params["params.yaml"]["optimization.metric_weights.efficiency"]
+    assert (change["old"], change["new"]) == (1, 0)
+    dvc(repo, "metrics", "diff", "--json")
+    out = tmp_path / "plots"
+    dvc(repo, "plots", "diff", "HEAD", "-o", str(out))
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert '"rev": "HEAD"' in html and '"rev": "workspace"' in html
+
+    # Back to the committed params: DVC restores those results from its run-cache, no model run.
+    sh(repo, "git", "checkout", "HEAD", "--", "params.yaml")
+    back = dvc(repo, "repro")
+    for stage in ("baseline", "optimize", "export"):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in back.stdout, back.stdout
+    assert "Running stage" not in back.stdout
+    assert read_json(repo / "metrics/baseline.json") == json.loads(
+        sh(repo, "git", "show", "HEAD:metrics/baseline.json").stdout)

@@ -1,0 +1,330 @@
+"""lib/export.py and the export stage: every OpenCode file format, safe worked examples, model naming."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import dspy
+import json5
+import pytest
+import yaml
+
+from lib import export as E
+from lib.agent import Agent, to_example
+from lib.errors import UserError
+from lib.examples import Filters, build
+from lib.redact import Redactor
+from lib.session import Session
+from lib.sources import read_all
+from lib.sources.common import Rejected
+
+ROOT = Path(__file__).resolve().parent.parent
+# Absolute paths of the machines that build, train and test this project.
+MACHINE_PATHS = re.compile(r"/work/|/home/dev/|/tmp/|/home/|/Users/|/root/")
+
+
+def student(provider: str = "local", model: str = "smollm2-135m", **over) -> dict:
+    return {"provider": provider, "model": model, "api_base": None, "api_key_env": None, "temperature": 0.0,
+            "max_tokens": 192, "timeout": 120, "num_retries": 2, **over}
+
+
+def settings(formats=E.FORMATS, max_examples: int = 3, **over) -> E.ExportSettings:
+    values = dict(agent="build", mode="primary", formats=tuple(formats), max_examples=max_examples,
+                  student=student(), opencode_model=None)
+    values.update(over)
+    return E.ExportSettings(**values)
+
+
+SCORES = E.Scores(baseline=0.125, optimized=0.5, n=40, optimizer="labeled", demos=16, ci95=(0.1, 0.6),
+                  baseline_components={"tool_validity": 0.2, "first_action": 0.1},
+                  optimized_components={"tool_validity": 0.7, "first_action": 0.4})
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict]:
+    """Example rows built from the sample session logs in git, redacted as the parse stage does."""
+    sessions = []
+    for _, item in read_all(ROOT / "data" / "sessions"):
+        if not isinstance(item, Rejected):
+            sessions.append(Session.from_dict(Redactor().value(item.to_dict())))
+    out = list(build(sessions, Filters(True, "finish_stop", 0.0, 0.3, None), "step", 6, 1200))
+    assert len(out) > 50
+    return out
+
+
+@pytest.fixture(scope="module")
+def program_state(rows, tmp_path_factory) -> dict:
+    """program.save() of a LabeledFewShot program over those rows (no model needed)."""
+    program = dspy.LabeledFewShot(k=16).compile(Agent(), trainset=[to_example(r) for r in rows])
+    path = tmp_path_factory.mktemp("program") / "program.json"
+    program.save(str(path))
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def program(program_state) -> E.Program:
+    return E.load_program(program_state)
+
+
+def front_matter(text: str) -> tuple[dict, str]:
+    match = re.match(r"^---\n(.*?)\n---\n(.*)$", text, re.S)
+    assert match, "markdown agent must start with a YAML front matter block"
+    return yaml.safe_load(match.group(1)), match.group(2)
+
+
+def assert_safe(name: str, text: str) -> None:
+    probe = Redactor()
+    probe.text(text)
+    assert probe.total == 0, f"{name} holds a secret pattern: {dict(probe.counts)}"
+    assert "[REDACTED" not in text, f"{name} holds a redacted secret"
+    assert not MACHINE_PATHS.search(text), f"{name} holds a machine path: {MACHINE_PATHS.search(text).group(0)}"
+    assert str(ROOT) not in text
+
+
+# ----------------------------------------------------------------------------------- all formats
+
+def test_every_format_is_written_and_parses(program):
+    files = E.render(settings(), program, SCORES, "2025-11-19")
+    assert set(files) == {"opencode-build-smollm2-135m.jsonc", "OPTIMIZED_BUILD.md", "smollm2-135m-optimized.txt",
+                          "agents/build-smollm2-135m.md", "USAGE_GUIDE_build.md"}
+    prompt = files["smollm2-135m-optimized.txt"]
+
+    jsonc = files["opencode-build-smollm2-135m.jsonc"]
+    assert jsonc.startswith("//")
+    config = json5.loads(jsonc)
+    assert config["$schema"] == "https://opencode.ai/config.json"
+    agent = config["agent"]["build-smollm2-135m"]
+    assert set(agent) == {"description", "mode", "model", "temperature", "prompt"}
+    assert agent["mode"] == "primary" and agent["model"] == "local/smollm2-135m"
+    assert isinstance(agent["temperature"], float) and agent["temperature"] == 0.0
+    assert agent["prompt"] == prompt
+    header = jsonc.split("{", 1)[0]
+    assert "2025-11-19" in header and "0.125" in header and "0.500" in header and "labeled" in header
+
+    meta, body = front_matter(files["agents/build-smollm2-135m.md"])
+    assert meta == {"description": agent["description"], "mode": "primary", "model": "local/smollm2-135m",
+                    "temperature": 0.0}
+    assert body == prompt
+
+    assert prompt in files["OPTIMIZED_BUILD.md"]
+    for name, text in files.items():
+        assert_safe(name, text)
+
+
+def test_prompt_carries_instructions_tool_guidance_and_examples(program):
+    prompt = E.build_prompt(program, 3)
+    assert program.instructions in prompt
+    assert prompt.startswith(program.instructions)
+    for tool in ("read", "edit", "bash", "grep"):
+        assert f"- {tool}: " in prompt  # an agent prompt replaces OpenCode's own, so it must teach the tools
+    assert "camelCase" in prompt or "filePath" in prompt
+    assert len(re.findall(r"^Example \d+$", prompt, re.M)) == 3
+    calls = [json.loads(line[len("Call: "):]) for line in prompt.splitlines() if line.startswith("Call: ")]
+    assert len({c["tool"] for c in calls}) == 3, "examples should show distinct tools"
+    # nothing internal leaks into the prompt
+    for marker in ('"gold"', "augmented", "ses_", "working directory", "steps_so_far", "scores"):
+        assert marker not in prompt
+
+
+def test_optimized_instructions_are_exported(program_state):
+    state = json.loads(json.dumps(program_state))
+    state["predict"]["signature"]["instructions"] = "Prefer grep before read. Keep each call small."
+    files = E.render(settings(), E.load_program(state), SCORES, None)
+    for name in ("smollm2-135m-optimized.txt", "OPTIMIZED_BUILD.md", "agents/build-smollm2-135m.md"):
+        assert "Prefer grep before read. Keep each call small." in files[name]
+    assert "Prefer grep before read." in json5.loads(files["opencode-build-smollm2-135m.jsonc"])["agent"][
+        "build-smollm2-135m"]["prompt"]
+    assert "unknown date" in files["opencode-build-smollm2-135m.jsonc"].split("{", 1)[0]
+
+
+def test_no_examples_when_max_examples_is_zero(program):
+    prompt = E.build_prompt(program, 0)
+    assert "## Examples" not in prompt and program.instructions in prompt
+
+
+@pytest.mark.parametrize("formats", [("template",), ("agent_config", "usage_guide"),
+                                     ("markdown_agent", "instructions")])
+def test_formats_select_the_files(program, formats):
+    files = E.render(settings(formats), program, SCORES, "2025-11-19")
+    names = E.file_names("build", "smollm2-135m")
+    assert set(files) == {names[f] for f in formats}
+    if "usage_guide" in formats:
+        guide = files[names["usage_guide"]]
+        assert names["agent_config"] in guide
+        assert names["markdown_agent"] not in guide and names["template"] not in guide
+
+
+def test_usage_guide_commands(program):
+    guide = E.render(settings(), program, SCORES, "2025-11-19")["USAGE_GUIDE_build.md"]
+    for command in ("opencode debug agent build-smollm2-135m", "opencode run --agent build-smollm2-135m",
+                    "OPENCODE_CONFIG=", ".opencode/agents/", "dvc repro", "python -m llama_cpp.server",
+                    "\"instructions\": [\"OPTIMIZED_BUILD.md\"]", "{file:./prompts/smollm2-135m-optimized.txt}"):
+        assert command in guide
+    # it must only name CLI commands and options that exist
+    assert "--config" not in guide and "--output-dir" not in guide
+    for match in re.findall(r"python -m lib\.cli (\S+)", guide):
+        assert match in ("validate", "train", "clear-cache")
+
+
+# -------------------------------------------------------------------------------- model naming
+
+@pytest.mark.parametrize("model_id, slug", [
+    ("qwen2.5-coder:1.5b", "qwen2.5-coder-1.5b"),
+    ("meta-llama/Meta-Llama-3.1-70B-Instruct", "meta-llama-meta-llama-3.1-70b-instruct"),
+    ("hf.co/org/Model:Q4_K_M", "hf.co-org-model-q4_k_m"),
+    ("::", "model"),
+])
+def test_model_slug(model_id, slug):
+    assert E.model_slug(model_id) == slug
+    assert not set(slug) & set(":/\\ ")
+
+
+@pytest.mark.parametrize("cfg, override, model, provider_id", [
+    (student("ollama", "qwen2.5-coder:1.5b"), None, "ollama/qwen2.5-coder:1.5b", "ollama"),
+    (student("openai-compatible", "Qwen/Qwen2.5-Coder-7B", api_base="http://gpu:8000/v1/"), None,
+     "local/Qwen/Qwen2.5-Coder-7B", "local"),
+    (student("openai", "gpt-4o-mini", api_key_env="OPENAI_API_KEY"), None, "openai/gpt-4o-mini", None),
+    (student("anthropic", "claude-3-5-haiku-latest", api_key_env="K"), None, "anthropic/claude-3-5-haiku-latest", None),
+    (student("local", "smollm2-135m"), None, "local/smollm2-135m", "local"),
+    (student("ollama", "qwen2.5-coder:1.5b"), "lmstudio/qwen2.5-coder-1.5b", "lmstudio/qwen2.5-coder-1.5b", None),
+])
+def test_opencode_model_per_provider(cfg, override, model, provider_id):
+    target = E.opencode_target(cfg, override)
+    assert target.model == model
+    if provider_id is None:
+        assert target.provider_block is None
+    else:
+        block = target.provider_block[provider_id]
+        assert block["npm"] == "@ai-sdk/openai-compatible"
+        assert model.split("/", 1)[1] in block["models"]
+        assert block["options"]["baseURL"].endswith("/v1")
+
+
+def test_ollama_files_are_named_without_colons(program):
+    files = E.render(settings(student=student("ollama", "qwen2.5-coder:1.5b")), program, SCORES, None)
+    assert set(files) == {"opencode-build-qwen2.5-coder-1.5b.jsonc", "OPTIMIZED_BUILD.md",
+                          "qwen2.5-coder-1.5b-optimized.txt", "agents/build-qwen2.5-coder-1.5b.md",
+                          "USAGE_GUIDE_build.md"}
+    config = json5.loads(files["opencode-build-qwen2.5-coder-1.5b.jsonc"])
+    assert config["agent"]["build-qwen2.5-coder-1.5b"]["model"] == "ollama/qwen2.5-coder:1.5b"
+    assert "ollama pull qwen2.5-coder:1.5b" in files["USAGE_GUIDE_build.md"]
+
+
+def test_api_key_is_referenced_never_written():
+    target = E.opencode_target(student("openai-compatible", "m", api_base="http://h:1/v1", api_key_env="VLLM_KEY"),
+                               None)
+    assert target.provider_block["local"]["options"]["apiKey"] == "{env:VLLM_KEY}"
+
+
+# ----------------------------------------------------------------------------- worked examples
+
+def demo(task: str, action: dict, plan: list[str], workdir: str = "/home/dev/projects/app", steps: str = "") -> dict:
+    return {"task": task, "context": f"working directory: {workdir}\nfile count: 10", "history": "",
+            "tools": "read, edit, bash, grep, glob", "steps_so_far": steps,
+            "next_action": json.dumps(action), "plan": json.dumps(plan),
+            "gold": {"next_action": action, "plan": plan}, "id": "ses_x/t0/s0"}
+
+
+def test_paths_become_relative_and_unsafe_demos_are_dropped():
+    wd = "/home/dev/projects/app"
+    demos = [
+        demo("Fix the parser", {"tool": "read", "args": {"filePath": f"{wd}/src/parse.py"}}, ["read", "edit"]),
+        demo("Show the config", {"tool": "read", "args": {"filePath": "/etc/app/config.yaml"}}, ["read"]),
+        demo("Use key [REDACTED:openai_key]", {"tool": "bash", "args": {"command": "ls"}}, ["bash"]),
+        demo("Deploy", {"tool": "bash", "args": {"command": "TOKEN=ghp_" + "a" * 36 + " ./deploy.sh",
+                                                  "description": "Deploy"}}, ["bash"]),
+        demo("Run it", {"tool": "bash", "args": {"command": f"cd {wd} && make", "description": "Build"}}, ["bash"]),
+        demo("Read notes", {"tool": "read", "args": {"filePath": "~/notes.txt"}}, ["read"]),
+        demo("Load env", {"tool": "read", "args": {"filePath": "{env:HOME}/x"}}, ["read"]),
+        demo("Big edit", {"tool": "edit", "args": {"filePath": "a.py", "oldString": "x" * 199 + "…",
+                                                    "newString": "y"}}, ["edit"]),
+    ]
+    examples = E.select_examples(demos, 10)
+    shown = [(ex.task, ex.action) for ex in examples]
+    assert ("Fix the parser", {"tool": "read", "args": {"filePath": "src/parse.py"}}) in shown
+    assert ("Run it", {"tool": "bash", "args": {"command": "cd . && make", "description": "Build"}}) in shown
+    assert len(examples) == 2
+
+
+def test_selection_prefers_first_steps_distinct_tools_and_short_tasks():
+    demos = [
+        demo("A long task " + "word " * 40, {"tool": "grep", "args": {"pattern": "x"}}, ["grep"]),
+        demo("Later step", {"tool": "edit", "args": {"filePath": "a.py", "oldString": "a", "newString": "b"}},
+             ["edit"], steps="1. read {\"filePath\": \"a.py\"} -> ok: text"),
+        demo("Read a", {"tool": "read", "args": {"filePath": "a.py"}}, ["read", "edit"]),
+        demo("Read b", {"tool": "read", "args": {"filePath": "b.py"}}, ["read"]),
+        demo("Test", {"tool": "bash", "args": {"command": "pytest -q", "description": "Run tests"}}, ["bash"]),
+    ]
+    picked = E.select_examples(demos, 3)
+    assert [ex.task for ex in picked] == ["Read a", "Test", "A long task " + "word " * 39 + "word"]
+    later = E.select_examples(demos, 5)
+    assert later[-1].task in ("Read b", "Later step")
+    assert next(ex for ex in later if ex.task == "Later step").done_before == ["read"]
+    assert len(E.select_examples(demos, 1)) == 1
+
+
+def test_program_errors_name_the_file():
+    with pytest.raises(UserError, match="outputs/program.json"):
+        E.load_program({"metadata": {}})
+    with pytest.raises(UserError, match="metrics/optimized.json"):
+        E.load_scores({"score": 0.1}, {"score": 57})
+
+
+def test_newest_session_date_and_comparison():
+    rows = [{"time_created": 1763566723778, "turns": [{"time_start": 1763600000000}]},
+            {"time_created": None, "turns": []}]
+    assert E.newest_session_date(rows) == "2025-11-20"
+    assert E.newest_session_date([{"turns": []}]) is None
+    table = E.comparison_rows(SCORES)
+    assert table[:2] == [{"metric": "score", "run": "baseline", "value": 0.125},
+                         {"metric": "score", "run": "optimized", "value": 0.5}]
+    assert [r["metric"] for r in table] == ["score", "score", "tool_validity", "tool_validity",
+                                            "first_action", "first_action"]
+
+
+# ----------------------------------------------------------------------------------- the stage
+
+def test_stage_writes_outputs_deterministically(program_state, tmp_path):
+    """`python -m stages.export` in a scratch working directory, twice: same bytes, stale files removed."""
+    (tmp_path / "outputs" / "prompts").mkdir(parents=True)
+    (tmp_path / "outputs" / "prompts" / "stale.txt").write_text("old")
+    (tmp_path / "outputs" / "program.json").write_text(json.dumps(program_state))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "baseline.json").write_text(json.dumps({"score": 0.1, "components": {}, "n": 4}))
+    (tmp_path / "metrics" / "optimized.json").write_text(json.dumps(
+        {"score": 0.3, "components": {"tool_validity": 0.5}, "n": 4, "ci95": [0.0, 0.4], "optimizer": "labeled",
+         "demos": 16, "improvement": {"absolute": 0.2, "relative": 2.0}}))
+    (tmp_path / "data" / "parsed").mkdir(parents=True)
+    (tmp_path / "data" / "parsed" / "sessions.jsonl").write_text(
+        json.dumps({"id": "s", "time_created": 1763566723778, "turns": []}) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run() -> dict[str, bytes]:
+        done = subprocess.run([sys.executable, "-m", "stages.export"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        out = tmp_path / "outputs" / "prompts"
+        return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+    first = run()
+    assert "stale.txt" not in first
+    assert len(first) == 5 and all(":" not in name for name in first)
+    assert b"2025-11-19" in first["opencode-build-smollm2-135m.jsonc"]
+    assert run() == first
+    comparison = json.loads((tmp_path / "metrics" / "comparison.json").read_text())
+    assert comparison[:2] == [{"metric": "score", "run": "baseline", "value": 0.1},
+                              {"metric": "score", "run": "optimized", "value": 0.3}]
+    for name, data in first.items():
+        assert_safe(name, data.decode("utf-8"))
+    assert not any(p.name.startswith(".prompts.") for p in (tmp_path / "outputs").iterdir())
+
+
+def test_stage_reports_a_missing_program(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "stages.export"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "outputs/program.json not found" in done.stderr and "dvc repro" in done.stderr
