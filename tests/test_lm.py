@@ -377,3 +377,19 @@ def test_openai_compatible_end_to_end(llama_server, project_cache, no_dotenv):
     again = ledger.summary()["lm_usage"]["student"]
     assert again["calls"] == s["calls"] and again["cache_hits"] == s["calls"]
     assert again["cached_prompt_tokens"] == s["prompt_tokens"]
+
+
+@pytest.mark.timeout(300)
+def test_local_answer_does_not_depend_on_earlier_requests(smollm_path, project_cache):
+    # A shared prefix longer than one llama.cpp batch (512 tokens) makes the engine reuse its KV cache.
+    prefix = "Here are notes about a project.\n" + "\n".join(
+        f"Note {i}: the file src/module_{i}.py defines function handler_{i} used by the CLI." for i in range(40))
+    first, second = prefix + "\nWhich file defines handler_7?", prefix + "\nWhich file defines handler_31?"
+    lm = L.make_lm("student", cfg("local", max_tokens=24), L.Ledger())
+    a1 = lm(first, cache=False)
+    b_after_a = lm(second, cache=False)
+    a2 = lm(first, cache=False)
+    L.load_llama(L.local_model_path()).reset()  # nothing cached: a fresh start
+    b_fresh = lm(second, cache=False)
+    assert a1 == a2
+    assert b_after_a == b_fresh
