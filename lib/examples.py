@@ -111,7 +111,7 @@ def build(sessions: Iterable[Session], filters: Filters, granularity: str, max_h
                     "group_id": s.group_id,
                     "turn": turn.index,
                     "step": step if granularity == "step" else None,
-                    "inputs": {**base, "steps_so_far": _cut(_steps(done), max_chars)},
+                    "inputs": {**base, "steps_so_far": _cut_front(_steps(done), max_chars)},
                     "outputs": {
                         "plan": json.dumps([a.tool for a in todo]),
                         "next_action": action_json(todo[0]),
@@ -162,8 +162,8 @@ def _history(turn: Turn, max_messages: int, max_chars: int) -> str:
     if max_messages == 0:
         return ""
     recent = turn.history[-max_messages:]
-    return _cut("\n".join(f"{m.role}: {_cut(' '.join(m.text.split()), _MESSAGE_CHARS)}" for m in recent),
-                max_chars)
+    return _cut_front("\n".join(f"{m.role}: {_cut(' '.join(m.text.split()), _MESSAGE_CHARS)}" for m in recent),
+                      max_chars)
 
 
 def _steps(done: list[Action]) -> str:
@@ -178,3 +178,8 @@ def _steps(done: list[Action]) -> str:
 
 def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cut_front(text: str, limit: int) -> str:
+    """Keep the end: the latest messages and actions matter most for the next one."""
+    return text if len(text) <= limit else "…" + text[len(text) - limit + 1:]

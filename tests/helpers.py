@@ -74,7 +74,7 @@ def env() -> dict[str, str]:
 def run_stage(project: Path, stage: str) -> subprocess.CompletedProcess[str]:
     """Run `python -m stages.<stage>` in `project` (as dvc.yaml does); never raises on failure."""
     return subprocess.run([PYTHON, "-m", f"stages.{stage}"], cwd=project, env=env(), capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=600)
 
 
 def run_data_stages(project: Path) -> None:

@@ -291,3 +291,15 @@ def test_rows_round_trip_through_the_session_model(granularity):
     again = Session.from_dict(json.loads(json.dumps(s.to_dict())))
     assert rows_of([again], granularity) == rows_of([s], granularity)
 
+
+
+def test_a_field_over_budget_keeps_its_latest_part():
+    # Cutting the end of steps_so_far would hide the action just taken, and make later steps look alike.
+    sessions = [s for _, s in sample_sessions() if any(len(t.actions) >= 5 for t in s.turns)]
+    rows = [r for r in build(sessions, keep_all(), "step", 6, 150) if r["step"] and r["step"] >= 4]
+    assert rows
+    for row in rows:
+        steps = row["inputs"]["steps_so_far"]
+        assert len(steps) <= 150 and steps.startswith("…")
+        assert steps.splitlines()[-1].startswith(f"{row['step']}. ")
+    assert len({json.dumps(r["inputs"], sort_keys=True) for r in rows}) == len(rows)

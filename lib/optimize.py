@@ -1,0 +1,88 @@
+"""Optimizer name -> a configured DSPy optimizer with the teacher wired in, compiled on train/val.
+
+What the teacher does depends on the optimizer: it runs the program to bootstrap demos
+(bootstrap, bootstrap_rs, mipro, simba), proposes instructions (mipro, copro), or reflects on
+failures with the metric's feedback (gepa). Selection only ever sees the val split; the test
+split is for the final score alone.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import dspy
+
+from lib.metric import Metric
+
+Compile = Callable[[dspy.Module, list[dspy.Example], list[dspy.Example]], dspy.Module]
+
+
+def _labeled(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
+    return lambda program, train, val: dspy.LabeledFewShot(k=cfg["k"]).compile(program, trainset=train)
+
+
+def _bootstrap(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
+    opt = dspy.BootstrapFewShot(metric=metric, teacher_settings={"lm": teacher},
+                                max_bootstrapped_demos=cfg["max_bootstrapped_demos"],
+                                max_labeled_demos=cfg["max_labeled_demos"], max_rounds=cfg["max_rounds"])
+    return lambda program, train, val: opt.compile(program, trainset=train)
+
+
+def _bootstrap_rs(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
+    opt = dspy.BootstrapFewShotWithRandomSearch(
+        metric=metric, teacher_settings={"lm": teacher}, max_bootstrapped_demos=cfg["max_bootstrapped_demos"],
+        max_labeled_demos=cfg["max_labeled_demos"], num_candidate_programs=cfg["num_candidate_programs"],
+        num_threads=threads)
+    return lambda program, train, val: opt.compile(program, trainset=train, valset=val)
+
+
+def _mipro(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
+    opt = dspy.MIPROv2(metric=metric, prompt_model=teacher, task_model=student_lm,
+                       teacher_settings={"lm": teacher}, auto=cfg["auto"],
+                       max_bootstrapped_demos=cfg["max_bootstrapped_demos"],
+                       max_labeled_demos=cfg["max_labeled_demos"], num_threads=threads, seed=seed)
+    return lambda program, train, val: opt.compile(program, trainset=train, valset=val)
+
+
+def _copro(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
+    opt = dspy.COPRO(prompt_model=teacher, metric=metric, breadth=cfg["breadth"], depth=cfg["depth"],
+                     init_temperature=cfg["init_temperature"])
+    # COPRO scores its candidate instructions on the set it is given: that is selection, so val.
+    return lambda program, train, val: opt.compile(
+        program, trainset=val, eval_kwargs={"num_threads": threads, "display_progress": False})
+
+
+def _simba(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
+    opt = dspy.SIMBA(metric=metric, bsize=min(cfg["bsize"], 10**6), num_candidates=cfg["num_candidates"],
+                     max_steps=cfg["max_steps"], prompt_model=teacher, num_threads=threads)
+
+    def run(program, train, val):
+        # SIMBA needs a batch no larger than its data.
+        opt.bsize = min(cfg["bsize"], len(train))
+        return opt.compile(program, trainset=train, seed=seed)
+    return run
+
+
+def _gepa(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
+    opt = dspy.GEPA(metric=metric.gepa, auto=cfg["auto"], reflection_lm=teacher,
+                    reflection_minibatch_size=cfg["reflection_minibatch_size"], num_threads=threads, seed=seed)
+    return lambda program, train, val: opt.compile(program, trainset=train, valset=val)
+
+
+OPTIMIZERS: dict[str, Callable[..., Compile]] = {
+    "labeled": _labeled,
+    "bootstrap": _bootstrap,
+    "bootstrap_rs": _bootstrap_rs,
+    "mipro": _mipro,
+    "copro": _copro,
+    "simba": _simba,
+    "gepa": _gepa,
+}
+
+
+def optimize(name: str, settings: dict[str, Any], program: dspy.Module, train: list[dspy.Example],
+             val: list[dspy.Example], metric: Metric, teacher: dspy.BaseLM, student_lm: dspy.BaseLM,
+             num_threads: int, seed: int) -> dspy.Module:
+    """Compile `program` with optimizer `name` (params section `settings`); returns the optimized copy."""
+    build = OPTIMIZERS[name]  # the params schema guarantees the name
+    return build(settings, metric, teacher, student_lm, num_threads, seed)(program, train, val)
