@@ -67,13 +67,13 @@ def repo(tmp_path_factory, smollm_path) -> Path:
         out = subprocess.run(["git", "ls-files", "-z", *flags], cwd=ROOT, capture_output=True, check=True).stdout
         return set(filter(None, out.decode().split("\0")))
 
-    # New files not yet committed are part of the tree under test, but a stage output left in the
-    # working tree by a local run is not: the copy must produce its own.
+    # New files not yet committed are part of the tree under test, but stage outputs (committed
+    # metrics, or left in the working tree by a local run) are not: the copy produces its own.
     produced = _stage_outputs(yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8")))
-    new = {rel for rel in ls("--others", "--exclude-standard")
-           if not any(rel == out or rel.startswith(out + "/") for out in produced)}
+    files = {rel for rel in ls("--cached") | ls("--others", "--exclude-standard")
+             if not any(rel == out or rel.startswith(out + "/") for out in produced)}
     repo = tmp_path_factory.mktemp("dvc") / "a"
-    for rel in sorted(ls("--cached") | new):
+    for rel in sorted(files):
         src = ROOT / rel
         if src.is_file():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
