@@ -17,7 +17,7 @@ import json_repair
 from dspy.adapters.utils import parse_value
 
 from lib.examples import INPUT_FIELDS
-from lib.tools import DESCRIPTIONS, KEY_ARGS
+from lib.tools import guidance_line
 
 GOLD_KEY = "gold"  # where to_example keeps the structured labels the metric reads
 
@@ -33,7 +33,7 @@ class NextAction(dspy.Signature):
     """You are OpenCode, a coding agent working inside the user's project. Choose the one tool call that
     best moves the task forward now. Use only the listed tools, with OpenCode's camelCase argument names
     (filePath, oldString, newString, command, pattern). Look before you change: read or search a file
-    before editing it. Answer with one JSON object holding reasoning, plan and next_action."""
+    before editing it."""
 
     task: str = dspy.InputField(desc="what the user asked for")
     context: str = dspy.InputField(desc="project facts: working directory, project type, files")
@@ -353,14 +353,7 @@ def _desc(name: str, field: Any) -> str:
 def _tool_guidance(tools: str) -> str:
     """One line per offered tool: its description, or its argument names when none is written."""
     names = [t.strip() for t in tools.split(",") if t.strip() and t.strip() not in INTERNAL_TOOLS]
-    lines = []
-    for name in dict.fromkeys(names):
-        if name in DESCRIPTIONS:
-            lines.append(f"- {name}: {DESCRIPTIONS[name]}")
-        elif KEY_ARGS.get(name):
-            lines.append(f"- {name}: " + json.dumps({k: "..." for k in KEY_ARGS[name]}))
-        else:
-            lines.append(f"- {name}")
+    lines = [guidance_line(name) for name in dict.fromkeys(names)]
     if not lines:
         return ""
     more = len(lines) - _MAX_TOOL_LINES

@@ -24,7 +24,7 @@ import yaml
 from lib.agent import INTERNAL_TOOLS, parse_action, parse_plan
 from lib.errors import UserError
 from lib.redact import Redactor
-from lib.tools import DEFAULT_TOOLS, DESCRIPTIONS, KEY_ARGS
+from lib.tools import DEFAULT_TOOLS, guidance_line
 
 FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide")
 SCHEMA_URL = "https://opencode.ai/config.json"
@@ -321,15 +321,7 @@ def offered_tools(demos: list[dict[str, Any]]) -> list[str]:
 
 
 def tool_guidance(tools: list[str]) -> str:
-    lines = []
-    for name in tools[:_MAX_TOOL_LINES]:
-        if name in DESCRIPTIONS:
-            lines.append(f"- {name}: {DESCRIPTIONS[name]}")
-        elif KEY_ARGS.get(name):
-            lines.append(f"- {name}: " + json.dumps({k: "..." for k in KEY_ARGS[name]}))
-        else:
-            lines.append(f"- {name}")
-    return "\n".join(lines)
+    return "\n".join(guidance_line(name) for name in tools[:_MAX_TOOL_LINES])
 
 
 def build_prompt(program: Program, max_examples: int) -> str:

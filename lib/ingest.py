@@ -59,7 +59,7 @@ def _model_matches(model: str | None, wanted: list[str]) -> bool:
 def parse(logs_dir: str, opencode_db: str | None, redact: bool, strict: bool, filt: SessionFilter,
           sessions_out: Path, rejected_out: Path) -> dict[str, Any]:
     """Write sessions.jsonl and rejected.jsonl; return the parse report. Raises UserError."""
-    root = Path(logs_dir)
+    root = Path(logs_dir).expanduser()
     if not root.exists():
         raise UserError(f"data.session_logs_dir: {logs_dir} does not exist; point it at your session logs "
                         f"(e.g. <project>/.opencode-logs) in params.yaml")

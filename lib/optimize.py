@@ -53,18 +53,17 @@ def _copro(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
 
 
 def _simba(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
-    opt = dspy.SIMBA(metric=metric, bsize=min(cfg["bsize"], 10**6), num_candidates=cfg["num_candidates"],
-                     max_steps=cfg["max_steps"], prompt_model=teacher, num_threads=threads)
-
     def run(program, train, val):
-        # SIMBA needs a batch no larger than its data.
-        opt.bsize = min(cfg["bsize"], len(train))
+        # SIMBA needs a mini-batch no larger than its data.
+        opt = dspy.SIMBA(metric=metric, bsize=min(cfg["bsize"], len(train)), num_candidates=cfg["num_candidates"],
+                         max_steps=cfg["max_steps"], prompt_model=teacher, num_threads=threads)
         return opt.compile(program, trainset=train, seed=seed)
     return run
 
 
 def _gepa(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
-    opt = dspy.GEPA(metric=metric.gepa, auto=cfg["auto"], reflection_lm=teacher,
+    budget = {"max_metric_calls": cfg["max_metric_calls"]} if cfg["max_metric_calls"] else {"auto": cfg["auto"]}
+    opt = dspy.GEPA(metric=metric.gepa, **budget, reflection_lm=teacher,
                     reflection_minibatch_size=cfg["reflection_minibatch_size"], num_threads=threads, seed=seed)
     return lambda program, train, val: opt.compile(program, trainset=train, valset=val)
 

@@ -1,6 +1,7 @@
 """Everything a model stage sets up before its first call: checks, cache, LMs, adapter, data."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 import tempfile
@@ -36,6 +37,8 @@ def start(params: dict[str, Any], with_teacher: bool) -> Runtime:
     student = make_lm("student", models["student"], ledger)
     teacher = make_lm("teacher", models["teacher"], ledger) if with_teacher else None
     dspy.configure(lm=student, adapter=CompactJSONAdapter())
+    # A cut-off reply is already counted as unparsed; one warning per call would bury the progress.
+    logging.getLogger("dspy.clients.lm").setLevel(logging.ERROR)
     return Runtime(student, teacher, ledger)
 
 

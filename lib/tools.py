@@ -1,6 +1,8 @@
 """What OpenCode's tools are and which of their arguments identify an action."""
 from __future__ import annotations
 
+import json
+
 # Tool id -> the arguments that say *what* the call acts on (compared by the metric,
 # shown in rendered history). Current tools first, then older ones still found in logs.
 KEY_ARGS: dict[str, tuple[str, ...]] = {
@@ -44,6 +46,15 @@ DESCRIPTIONS: dict[str, str] = {
     "task": 'delegate to a subagent: {"description": ..., "prompt": ..., "subagent_type": "general"}',
     "webfetch": 'fetch a web page: {"url": "https://...", "format": "markdown"}',
 }
+
+
+def guidance_line(tool: str) -> str:
+    """`- name: how to call it` for a prompt; the argument names when no description is written."""
+    if tool in DESCRIPTIONS:
+        return f"- {tool}: {DESCRIPTIONS[tool]}"
+    if KEY_ARGS.get(tool):
+        return f"- {tool}: " + json.dumps({k: "..." for k in KEY_ARGS[tool]})
+    return f"- {tool}"
 
 
 def is_known(tool: str) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from lib.schema import schema_errors
 from lib.session import Session
-from lib.sources.common import InputError, Rejected, as_dict, as_list, iso_to_ms
+from lib.sources.common import InputError, Rejected, as_dict, as_list, iso_to_ms, read_head
 from lib.sources.opencode import RawMessage, to_session
 
 SCHEMA = "claude-code.schema.json"
@@ -61,12 +61,8 @@ class ClaudeCodeReader:
     def detect(self, path: Path) -> bool:
         if path.is_file() and path.name.startswith("agent-") and path.name.endswith(".meta.json"):
             return path.with_name(path.name[: -len(".meta.json")] + ".jsonl").is_file()
-        if not (path.suffix == ".jsonl" and path.is_file()):
-            return False
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(_HEAD_BYTES)
-        except OSError:
+        head = read_head(path, _HEAD_BYTES) if path.suffix == ".jsonl" else None
+        if head is None:
             return False
         for line in head.splitlines()[:20]:
             try:

@@ -35,6 +35,17 @@ class Reader(Protocol):
     def read(self, path: Path, rel: str) -> Iterator[Session | Rejected]: ...
 
 
+def read_head(path: Path, size: int) -> bytes | None:
+    """The first `size` bytes of a regular file, for cheap format detection; None if unreadable."""
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except OSError:
+        return None
+
+
 def load_json_file(path: Path) -> Any:
     """Parse a JSON file, turning every way it can be unreadable into an InputError."""
     raw = path.read_bytes()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.session import Session
-from lib.sources.common import InputError, Rejected
+from lib.sources.common import InputError, Rejected, read_head
 from lib.sources.opencode import SCHEMA, RawMessage, message_problems, session_problems, task_links, to_session
 
 _MAGIC = b"SQLite format 3\x00"
@@ -34,15 +34,9 @@ class OpenCodeDbReader:
     schema = SCHEMA  # rebuilt objects are checked against the export schema's definitions
 
     def detect(self, path: Path) -> bool:
-        if not path.is_file():
-            return False
-        if path.name.startswith("opencode") and path.suffix == ".db":
+        if path.is_file() and path.name.startswith("opencode") and path.suffix == ".db":
             return True
-        try:
-            with open(path, "rb") as fh:
-                return fh.read(len(_MAGIC)) == _MAGIC
-        except OSError:
-            return False
+        return read_head(path, len(_MAGIC)) == _MAGIC
 
     def read(self, path: Path, rel: str) -> Iterator[Session | Rejected]:
         con = connect_readonly(path)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lib.session import Session
-from lib.sources.common import InputError, Rejected, check_schema, load_json_file
+from lib.sources.common import InputError, Rejected, check_schema, load_json_file, read_head
 from lib.sources.opencode import SCHEMA, to_session
 
 # An export starts with one of its own keys; peeking at the head avoids parsing every JSON file
@@ -20,14 +20,8 @@ class OpenCodeExportReader:
     schema = SCHEMA
 
     def detect(self, path: Path) -> bool:
-        if not (path.suffix == ".json" and path.is_file()):
-            return False
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(_HEAD_BYTES)
-        except OSError:
-            return False
-        return bool(_HEAD.match(head.removeprefix(b"\xef\xbb\xbf")))
+        head = read_head(path, _HEAD_BYTES) if path.suffix == ".json" else None
+        return head is not None and bool(_HEAD.match(head.removeprefix(b"\xef\xbb\xbf")))
 
     def read(self, path: Path, rel: str) -> Iterator[Session | Rejected]:
         data = load_json_file(path)
