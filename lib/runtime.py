@@ -42,6 +42,14 @@ def start(params: dict[str, Any], with_teacher: bool) -> Runtime:
     return Runtime(student, teacher, ledger)
 
 
+def usage_report(ledger: Ledger) -> dict[str, Any]:
+    """Model usage for a metrics file: headline totals, then the per-role breakdown."""
+    summary = ledger.summary()
+    total = summary["lm_usage"]["total"]
+    return {"lm_calls": total["calls"], "cache_hits": total["cache_hits"], "prompt_tokens": total["prompt_tokens"],
+            "completion_tokens": total["completion_tokens"], "cost": total["cost"], **summary}
+
+
 def load_rows(split: str, limit: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """A split's example rows; `limit` takes a seeded sample (order kept) so capped runs stay representative."""
     rows = list(read_jsonl(SPLIT_FILE.format(split)))

@@ -5,7 +5,7 @@ from lib.errors import run_stage
 from lib.evaluate import evaluate
 from lib.files import write_json
 from lib.metric import Metric
-from lib.runtime import load_rows, start
+from lib.runtime import load_rows, start, usage_report
 
 
 def main() -> None:
@@ -14,7 +14,7 @@ def main() -> None:
     opt = p["optimization"]
     result = evaluate(Agent(), load_rows("test"), Metric(opt["metric_weights"]), opt["num_threads"],
                       "baseline", rt.ledger.status)
-    write_json("metrics/baseline.json", {**result.summary(), **rt.ledger.summary()})
+    write_json("metrics/baseline.json", {**result.summary(), **usage_report(rt.ledger)})
     write_json("metrics/baseline_examples.json", result.per_example)
     print(f"baseline: score {result.score:.3f} on {result.n} test examples ({result.unparsed} unparsed)")
 

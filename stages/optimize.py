@@ -11,7 +11,7 @@ from lib.evaluate import evaluate, improvement
 from lib.files import write_json
 from lib.metric import Metric
 from lib.optimize import optimize
-from lib.runtime import load_examples, load_rows, save_program, start
+from lib.runtime import load_examples, load_rows, save_program, start, usage_report
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     result = evaluate(program, load_rows("test"), metric, opt["num_threads"], "optimized", rt.ledger.status)
     with open("metrics/baseline_examples.json", encoding="utf-8") as fh:
         baseline = json.load(fh)
-    report = {**result.summary(), **improvement(baseline, result.per_example), **rt.ledger.summary(),
+    report = {**result.summary(), **improvement(baseline, result.per_example), **usage_report(rt.ledger),
               "optimizer": name,
               "demos": sum(len(pr.demos) for pr in program.predictors())}
     write_json("metrics/optimized.json", report)

@@ -211,3 +211,20 @@ def test_experiment_through_the_cli(repo, tmp_path):
     assert "Running stage" not in back.stdout
     assert read_json(repo / "metrics/baseline.json") == json.loads(
         sh(repo, "git", "show", "HEAD:metrics/baseline.json").stdout)
+
+
+def test_bootstrap_experiment_uses_the_teacher(repo):
+    """`dvc exp run -S` with BootstrapFewShot: the teacher runs on train, demos land in the program."""
+    run = dvc(repo, "exp", "run", "-n", "bootstrap", "-S", "optimization.optimizer=bootstrap",
+              "-S", "optimization.bootstrap.max_bootstrapped_demos=2",
+              "-S", "optimization.bootstrap.max_labeled_demos=2", "-S", "optimization.max_train_examples=6")
+    assert "Running stage 'optimize'" in run.stdout and "Running stage 'baseline'" not in run.stdout
+    report = read_json(repo / "metrics/optimized.json")
+    assert report["optimizer"] == "bootstrap" and 1 <= report["demos"] <= 4
+    assert report["lm_usage"]["teacher"]["calls"] + report["lm_usage"]["teacher"]["cache_hits"] >= 1
+    for key in ("score", "components", "n", "lm_calls", "cache_hits", "prompt_tokens", "completion_tokens",
+                "improvement", "ci95"):
+        assert key in report, key
+    program = read_json(repo / "outputs/program.json")
+    assert len(program["predict"]["demos"]) == report["demos"]
+    sh(repo, "git", "checkout", "HEAD", "--", "params.yaml")
