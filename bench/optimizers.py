@@ -46,33 +46,34 @@ def main() -> None:
         total = rt.ledger.summary()["lm_usage"]["total"]
         return total["calls"], total["prompt_tokens"] + total["completion_tokens"]
 
+    print(f"test examples: {len(test)}, train {len(train)}, val {len(val)}; "
+          f"student {p['models']['student']['provider']}/{p['models']['student']['model']}, "
+          f"teacher {p['models']['teacher']['provider']}/{p['models']['teacher']['model']}\n")
+    print("| optimizer | test score | abs. gain | rel. gain | 95% CI of gain | LM calls | tokens | wall s | demos |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+
     t0, (c0, k0) = time.monotonic(), usage()
     base = evaluate(Agent(), test, metric, opt["num_threads"], "baseline", rt.ledger.status)
     c1, k1 = usage()
-    rows = [("baseline", base.score, None, None, c1 - c0, k1 - k0, time.monotonic() - t0, 0)]
+    _row("baseline", base.score, None, c1 - c0, k1 - k0, time.monotonic() - t0, 0)
     for name in args.optimizers:
         t0, (c0, k0) = time.monotonic(), usage()
         program = optimize(name, opt[name], Agent(), train, val, metric, rt.teacher, rt.student,
                            opt["num_threads"], seed)
         result = evaluate(program, test, metric, opt["num_threads"], name, rt.ledger.status)
-        gain = improvement(base.per_example, result.per_example)
         c1, k1 = usage()
-        demos = sum(len(pr.demos) for pr in program.predictors())
-        rows.append((name, result.score, gain["improvement"], gain["ci95"], c1 - c0, k1 - k0,
-                     time.monotonic() - t0, demos))
-        print(f"{name}: {result.score:.3f}", file=sys.stderr)
+        _row(name, result.score, improvement(base.per_example, result.per_example), c1 - c0, k1 - k0,
+             time.monotonic() - t0, sum(len(pr.demos) for pr in program.predictors()))
 
-    print(f"\ntest examples: {len(test)}, train {len(train)}, val {len(val)}; "
-          f"student {p['models']['student']['provider']}/{p['models']['student']['model']}, "
-          f"teacher {p['models']['teacher']['provider']}/{p['models']['teacher']['model']}\n")
-    print("| optimizer | test score | abs. gain | rel. gain | 95% CI of gain | LM calls | tokens | wall s | demos |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, score, gain, ci, calls, tokens, wall, demos in rows:
-        absolute = f"{gain['absolute']:+.3f}" if gain else ""
-        relative = "" if not gain else "n/a" if gain["relative"] is None else f"{gain['relative']:+.0%}"
-        interval = f"{ci[0]:+.3f} .. {ci[1]:+.3f}" if ci else ""
-        print(f"| {name} | {score:.3f} | {absolute} | {relative} | {interval} | {calls} | {tokens} | "
-              f"{wall:.0f} | {demos} |")
+
+def _row(name: str, score: float, gain: dict | None, calls: int, tokens: int, wall: float, demos: int) -> None:
+    """One table row, printed as soon as its optimizer is done (a long sweep can be stopped early)."""
+    absolute = f"{gain['improvement']['absolute']:+.3f}" if gain else ""
+    rel = gain["improvement"]["relative"] if gain else None
+    relative = "" if not gain else "n/a" if rel is None else f"{rel:+.0%}"
+    interval = f"{gain['ci95'][0]:+.3f} .. {gain['ci95'][1]:+.3f}" if gain else ""
+    print(f"| {name} | {score:.3f} | {absolute} | {relative} | {interval} | {calls} | {tokens} | {wall:.0f} | "
+          f"{demos} |", flush=True)
 
 if __name__ == "__main__":
     main()
