@@ -108,6 +108,14 @@ def to_session(info: dict[str, Any], messages: list[RawMessage], source: str, re
     )
 
 
+def linked_session(info: dict[str, Any], messages: list[RawMessage], source: str, rel: str,
+                   parents: dict[str, str]) -> Session | None:
+    """to_session, after noting the child sessions this one started (readers go parents first)."""
+    for child in task_links(messages):
+        parents.setdefault(child, info["id"])
+    return to_session(info, messages, source, rel, parent_hint=parents.get(info["id"]))
+
+
 def _order(message: RawMessage) -> tuple[int, str]:
     info = message[0]
     return _created(info) or 0, str(info.get("id") or "")

@@ -15,7 +15,7 @@ from typing import Any
 
 from lib.session import Session
 from lib.sources.common import InputError, Rejected, read_head
-from lib.sources.opencode import SCHEMA, RawMessage, message_problems, session_problems, task_links, to_session
+from lib.sources.opencode import SCHEMA, RawMessage, linked_session, message_problems, session_problems
 
 _MAGIC = b"SQLite format 3\x00"
 _NEEDED = ("session", "message", "part")
@@ -91,9 +91,7 @@ class OpenCodeDbReader:
                 yield Rejected(where, "stored only in the newer session_message table, which is not read yet; "
                                       "use `opencode export <id>` for this session")
                 continue
-            for child in task_links(messages):
-                parents.setdefault(child, info["id"])
-            session = to_session(info, messages, self.name, rel, parent_hint=parents.get(info["id"]))
+            session = linked_session(info, messages, self.name, rel, parents)
             if session is not None:
                 yield session
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from lib.session import Session
 from lib.sources.common import InputError, Rejected, load_json_file
-from lib.sources.opencode import SCHEMA, RawMessage, message_problems, session_problems, task_links, to_session
+from lib.sources.opencode import SCHEMA, RawMessage, linked_session, message_problems, session_problems
 
 
 class OpenCodeStorageReader:
@@ -44,9 +44,7 @@ class OpenCodeStorageReader:
             except OSError as exc:
                 yield Rejected(where, f"cannot be read: {exc}")
                 continue
-            for child in task_links(messages):
-                parents.setdefault(child, info["id"])
-            session = to_session(info, messages, self.name, rel, parent_hint=parents.get(info["id"]))
+            session = linked_session(info, messages, self.name, rel, parents)
             if session is not None:
                 yield session
 
