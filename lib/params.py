@@ -85,6 +85,11 @@ def _check_semantics(p: dict[str, Any]) -> list[str]:
         problems.append("optimization.metric_weights: all weights are 0; give at least one a positive weight")
     for role in ("teacher", "student"):
         m = p["models"][role]
+        if m["provider"] == "local" and (m["api_base"] or m["api_key_env"]):
+            problems.append(
+                f"models.{role}: provider local runs the embedded model in-process, so api_base and "
+                f"api_key_env do not apply; set them to null, or choose provider openai-compatible / ollama"
+            )
         if m["provider"] == "openai-compatible" and not m["api_base"]:
             problems.append(
                 f"models.{role}.api_base: provider openai-compatible needs the server address, "

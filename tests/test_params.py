@@ -68,6 +68,8 @@ BAD = {
     "openai-compatible student without api_base": (
         _set("models.student.provider", "openai-compatible"), ["models.student.api_base", "openai-compatible"]),
     "unknown provider": (_set("models.student.provider", "azure"), ["models.student.provider", "'azure'"]),
+    "local provider with a server address": (
+        _set("models.student.api_base", "http://localhost:8000/v1"), ["models.student", "provider local"]),
     "api_base without scheme": (_set("models.teacher.api_base", "localhost:8000"), ["models.teacher.api_base"]),
     "all metric weights zero": (
         _set("optimization.metric_weights", {k: 0 for k in shipped_params()["optimization"]["metric_weights"]}),
