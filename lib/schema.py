@@ -29,7 +29,12 @@ def location(path: Any) -> str:
 
 def schema_errors(instance: Any, name: str, limit: int = 10) -> list[str]:
     """Human-readable problems of `instance` against schema `name`, most specific first."""
-    errors = sorted(validator(name).iter_errors(instance), key=lambda e: (list(e.absolute_path), e.message))
+    return problems(validator(name), instance, limit)
+
+
+def problems(checker: jsonschema.protocols.Validator, instance: Any, limit: int = 10) -> list[str]:
+    """`location: message` for each error of `checker` on `instance`, in path order."""
+    errors = sorted(checker.iter_errors(instance), key=lambda e: (list(e.absolute_path), e.message))
     return [f"{location(e.absolute_path)}: {_short(e.message)}" for e in errors[:limit]]
 
 

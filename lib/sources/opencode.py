@@ -24,7 +24,7 @@ from typing import Any
 
 import jsonschema
 
-from lib.schema import location, validator
+from lib.schema import problems, validator
 from lib.session import (STATUS_ERROR, STATUS_OK, STATUS_UNKNOWN, Action, Context, Message, Outcome, Session,
                          Turn, Usage)
 from lib.sources.common import as_dict, as_list, clean_task
@@ -49,13 +49,7 @@ def _part_validator(definition: str) -> jsonschema.protocols.Validator:
 
 
 def _problems(instance: Any, definition: str, limit: int = 5) -> list[str]:
-    errors = sorted(_part_validator(definition).iter_errors(instance),
-                    key=lambda e: (list(e.absolute_path), e.message))
-    return [f"{location(e.absolute_path)}: {_short(e.message)}" for e in errors[:limit]]
-
-
-def _short(message: str, limit: int = 200) -> str:
-    return message if len(message) <= limit else message[: limit - 3] + "..."
+    return problems(_part_validator(definition), instance, limit)
 
 
 def session_problems(info: Any) -> list[str]:
