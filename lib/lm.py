@@ -29,6 +29,7 @@ from typing import Any
 import dspy
 from dotenv import dotenv_values
 
+from lib import toolcalls
 from lib.errors import UserError
 from lib.params import ROOT
 
@@ -531,7 +532,12 @@ class LlamaEngine:
         llama = load_llama(self._path())
         with _llama_lock:
             try:
-                raw = llama.create_chat_completion(**args)
+                if body.get("tools"):  # native tool calling, grammar-constrained (lib.toolcalls)
+                    sampling = {k: v for k, v in args.items() if k not in ("messages", "max_tokens")}
+                    raw = toolcalls.complete(llama, body["messages"], body["tools"], body.get("tool_choice") or "auto",
+                                             max_tokens, sampling)
+                else:
+                    raw = llama.create_chat_completion(**args)
             except ValueError as exc:
                 if "context window" in str(exc):
                     raise ContextLengthError(f"{exc} (SmolLM2 runs with n_ctx={LOCAL_N_CTX}); "
