@@ -134,6 +134,7 @@ def _replay_inputs(s: Session, turn: Turn, done: list[Action], max_history: int,
     history = turn.history[-max_history:] if max_history else []
     return {
         "cwd": s.context.working_directory or s.project,
+        "git": s.context.git_branch is not None,
         "time": turn.time_start,
         "history": [{"role": m.role, "text": _cut(m.text, max_chars)} for m in history],
         "steps": [{"tool": a.tool, "args": {k: (_cut(v, max_chars) if isinstance(v, str) else v)

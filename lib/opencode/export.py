@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from lib.errors import UserError
-from lib.opencode import render
+from lib.opencode import render, safety
 
 FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide")
 SCHEMA_URL = "https://opencode.ai/config.json"
@@ -92,7 +92,7 @@ def load_program(state: dict[str, Any], source: str = "outputs/program.json") ->
     return Program(instructions=instructions, demos=demos)
 
 
-def load_scores(baseline: dict[str, Any], optimized: dict[str, Any]) -> Scores:
+def load_scores(baseline: dict[str, Any], optimized: dict[str, Any], replay: dict[str, Any] | None = None) -> Scores:
     """Scores from metrics/baseline.json and metrics/optimized.json; both must be 0-1 numbers."""
     for name, report in (("metrics/baseline.json", baseline), ("metrics/optimized.json", optimized)):
         score = report.get("score") if isinstance(report, dict) else None
@@ -108,6 +108,7 @@ def load_scores(baseline: dict[str, Any], optimized: dict[str, Any]) -> Scores:
         ci95=(float(ci[0]), float(ci[1])) if isinstance(ci, list) and len(ci) == 2 else None,
         baseline_components=_numbers(baseline.get("components")),
         optimized_components=_numbers(optimized.get("components")),
+        replay=replay,
     )
 
 
@@ -226,6 +227,16 @@ class ExportSettings:
     opencode_model: str | None
     disabled_tools: tuple[str, ...] = ()  # the agent's `tools: {name: false}`
     permission: dict[str, Any] | None = None  # the agent's `permission` rules
+
+
+def export_settings(params: dict[str, Any], disabled_tools: list[str] | tuple[str, ...]) -> ExportSettings:
+    """ExportSettings from params.yaml and the tools the agent switches off (chosen by replay)."""
+    e = params["export"]
+    permission = {"bash": dict(safety.DENY_DESTRUCTIVE)} if e["permission"] == "deny_destructive" else None
+    return ExportSettings(agent=e["agent_name"], mode=e["mode"], formats=tuple(e["formats"]),
+                          max_examples=e["max_examples"], student=params["models"]["student"],
+                          opencode_model=e["opencode_model"], disabled_tools=tuple(disabled_tools),
+                          permission=permission)
 
 
 def agent_prompt(settings: ExportSettings, program: Program) -> str:

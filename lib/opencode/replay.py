@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lib.evaluate import paired_bootstrap_ci
+from lib.evaluate import Failed, attempt, paired_bootstrap_ci
 from lib.metric import arg_similarity
 from lib.opencode import safety, shape
 from lib.tools import KEY_ARGS
@@ -62,8 +62,11 @@ class Result:
     setup: Setup
     records: list[dict[str, Any]] = field(default_factory=list)
 
+    def answered(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if not r.get("failed")]
+
     def summary(self) -> dict[str, Any]:
-        recs = self.records
+        recs = self.answered()
         n = len(recs)
         tokens = [r["prompt_tokens"] for r in recs]
         return {
@@ -79,6 +82,7 @@ class Result:
             "no_call": sum(r["tool"] is None and not r["over_context"] for r in recs),
             "prompt_tokens_mean": round(statistics.fmean(tokens), 1) if tokens else 0.0,
             "prompt_tokens_max": max(tokens, default=0),
+            "failed": len(self.records) - n,
             "tools_called": dict(sorted(Counter(r["tool"] or "none" for r in recs).items())),
             "disabled_tools": list(self.setup.disabled_tools),
         }
@@ -92,9 +96,9 @@ def _mean(values: Iterable[float]) -> float:
 # ------------------------------------------------------------------------------------ request
 
 def date_string(ms: int | None) -> str:
-    """The date as OpenCode's environment block writes it (JavaScript's Date.toDateString)."""
-    day = _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc) if ms else _dt.datetime(2025, 1, 1)
-    return day.strftime("%a %b %d %Y")
+    """The session's date as OpenCode's environment block writes it (unknown: the first of 2025)."""
+    day = _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).date() if ms else _dt.date(2025, 1, 1)
+    return shape.format_date(day)
 
 
 def build_request(row: dict[str, Any], setup: Setup, student: Student) -> dict[str, Any]:
@@ -103,20 +107,23 @@ def build_request(row: dict[str, Any], setup: Setup, student: Student) -> dict[s
     cwd = r.get("cwd") or "/"
     system = shape.system_message(setup.agent_prompt, model=student.model, provider_model=student.provider_model,
                                   cwd=cwd, root=cwd, is_git=bool(r.get("git", True)), platform=PLATFORM,
-                                  date=date_string(r.get("time")))
+                                  date=date_string(r.get("time")), disabled=setup.disabled_tools)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
-    for i, demo in enumerate(setup.demo_turns):  # task, the call, and a placeholder result
-        messages.append({"role": "user", "content": demo["task"]})
-        messages.append(shape.assistant_tool_call_message(f"demo_{i}", demo["tool"], demo["args"]))
-        messages.append(shape.tool_result_message(f"demo_{i}", demo["tool"], "(done)"))
+    n = 0
+    for demo in setup.demo_turns:  # task, the call, and a placeholder result
+        messages.append(shape.user_message(demo["task"]))
+        messages.append(shape.assistant_tool_call_message([(shape.call_id(n), demo["tool"], demo["args"])]))
+        messages.append(shape.tool_result_message(shape.call_id(n), "(done)"))
+        n += 1
     for m in r.get("history") or []:
         if m.get("text"):
-            messages.append({"role": "user" if m["role"] == "user" else "assistant", "content": m["text"]})
-    messages.append({"role": "user", "content": row["inputs"]["task"]})
-    for i, step in enumerate(r.get("steps") or []):
-        call_id = f"call_{i}"
-        messages.append(shape.assistant_tool_call_message(call_id, step["tool"], step.get("args") or {}))
-        messages.append(shape.tool_result_message(call_id, step["tool"], step.get("result") or ""))
+            messages.append(shape.user_message(m["text"]) if m["role"] == "user"
+                            else {"role": "assistant", "content": m["text"]})
+    messages.append(shape.user_message(row["inputs"]["task"]))
+    for step in r.get("steps") or []:
+        messages.append(shape.assistant_tool_call_message([(shape.call_id(n), step["tool"], step.get("args") or {})]))
+        messages.append(shape.tool_result_message(shape.call_id(n), step.get("result") or ""))
+        n += 1
     return {"messages": messages, "tools": shape.tool_definitions(setup.disabled_tools)}
 
 
@@ -178,9 +185,16 @@ def replay(rows: list[dict[str, Any]], setup: Setup, student: Student, weights: 
         if record["over_context"]:
             tool, args = None, None
         else:
-            tool, args = first_call(student.call(request))
+            outputs = attempt(lambda: student.call(request))
+            if isinstance(outputs, Failed):  # allowed by optimization.max_failed_calls: left out, counted
+                record.update(tool=None, args=None, failed=outputs.kind, score=None)
+                result.records.append(record)
+                if on_step:
+                    on_step()
+                continue
+            tool, args = first_call(outputs)
         scored = score_call(row, setup, tool, args, weights)
-        record.update(tool=tool, args=args if isinstance(args, dict) else None, **scored)
+        record.update(tool=tool, args=args if isinstance(args, dict) else None, failed=None, **scored)
         result.records.append(record)
         if on_step:
             on_step()
@@ -189,8 +203,9 @@ def replay(rows: list[dict[str, Any]], setup: Setup, student: Student, weights: 
 
 def compare(baseline: Result, candidate: Result) -> dict[str, Any]:
     """Paired difference candidate - baseline over the same steps, with its 95% bootstrap CI."""
-    before = [r["score"] for r in baseline.records]
-    after = [r["score"] for r in candidate.records]
+    ids = {r["id"] for r in baseline.answered()} & {r["id"] for r in candidate.answered()}
+    before = [r["score"] for r in baseline.records if r["id"] in ids]
+    after = [r["score"] for r in candidate.records if r["id"] in ids]
     lo, hi = paired_bootstrap_ci(before, after)
     return {"absolute": _mean(after) - _mean(before), "ci95": [lo, hi]}
 
@@ -231,3 +246,90 @@ def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: in
 
 
 SERVER_CONTEXT = 32768  # assumed window of a served model when replay does not say
+
+
+# ------------------------------------------------------------------------------------ the stage
+
+def step_records(result: Result) -> list[dict[str, Any]]:
+    """Per-step rows for the plots: id, score, the call made and the recorded one."""
+    return [{"id": r["id"], "score": r["score"], "tool": r["tool"] or "none", "gold_tool": r["gold_tool"],
+             "destructive": bool(r["destructive"])} for r in result.answered()]
+
+
+def unused_tools(train: list[dict[str, Any]]) -> list[str]:
+    """OpenCode's tools that no recorded training step called (a candidate set to switch off)."""
+    used = {row["gold"]["next_action"]["tool"] for row in train}
+    used |= {s["tool"] for row in train for s in (row.get("replay") or {}).get("steps") or []}
+    return [name for name in shape.tool_names() if name not in used]
+
+
+def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: list[dict[str, Any]],
+        test: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """The replay stage: check every student, choose the agent config on val, score both prompts on test.
+
+    Returns (metrics/replay.json, per-step rows per prompt of the main student, usage).
+    """
+    import hashlib
+
+    from lib import lm as L
+    from lib.params import ROOT
+    from lib.opencode.export import agent_prompt, export_settings
+    from lib.runtime import Progress
+
+    r = params["replay"]
+    if not test:
+        from lib.errors import UserError
+        raise UserError("replay: data/splits/test.jsonl is empty; add session logs or change data.*_split")
+    students = [("student", params["models"]["student"])]
+    students += [(f"replay.students[{i}]", m) for i, m in enumerate(r["students"])]
+    for role, cfg in students:  # every model answers before the first paid call
+        L.check_reachable(role if role != "student" else "student", cfg)
+    L.configure_cache(ROOT)
+    ledger = L.Ledger(max_calls=params["optimization"]["max_lm_calls"])
+    made = [make_student(role, cfg, ledger, None if cfg["provider"] == "local" else r["context_window"])
+            for role, cfg in students]
+    weights = r["metric_weights"]
+    main = made[0]
+
+    def scored(rows: list[dict[str, Any]], setup: Setup, student: Student, label: str) -> Result:
+        with Progress(f"replay {label}", len(rows), ledger, unit="step") as bar:
+            return replay(rows, setup, student, weights, on_step=bar.update)
+
+    # The agent config: which tools the exported agent keeps, chosen on val where asked to.
+    wanted = params["export"]["disable_tools"]
+    choice: dict[str, Any] = {}
+    if wanted == "auto":
+        candidates = {"all tools": [], "tools the sessions used": unused_tools(train)}
+        if not candidates["tools the sessions used"] or not val:
+            disabled: list[str] = []
+        else:
+            for name, off in candidates.items():
+                settings = export_settings(params, off)
+                setup = Setup(EXPORTED, agent_prompt(settings, program), tuple(off), settings.permission)
+                choice[name] = scored(val, setup, main, f"val, {name}").summary()["score"]
+            best = max(candidates, key=lambda k: (choice[k], -len(candidates[k])))
+            disabled = candidates[best]
+    else:
+        disabled = [] if wanted == "none" else list(wanted)
+    settings = export_settings(params, disabled)
+    prompt = agent_prompt(settings, program)
+    exported = Setup(EXPORTED, prompt, tuple(disabled), settings.permission)
+    default = Setup(DEFAULT, None)
+
+    report: dict[str, Any] = {
+        "opencode_version": shape.version(),
+        "agent": {"disable_tools": disabled, "permission": params["export"]["permission"],
+                  "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
+                  "val_scores": choice},
+        "students": {},
+    }
+    steps: dict[str, list[dict[str, Any]]] = {}
+    for student in made:
+        base = scored(test, default, student, f"{student.label}, OpenCode default")
+        ours = scored(test, exported, student, f"{student.label}, exported")
+        report["students"][student.label] = {DEFAULT: base.summary(), EXPORTED: ours.summary(),
+                                             "difference": compare(base, ours)}
+        if student is main:
+            steps = {DEFAULT: step_records(base), EXPORTED: step_records(ours)}
+    ledger.check()
+    return report, steps, ledger.summary()
