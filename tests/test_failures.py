@@ -9,11 +9,8 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dspy
@@ -21,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import _free_port
-from helpers import make_project, read_jsonl, run_data_stages, run_stage
+from helpers import HANG, Loopback, completion, error, make_project, read_jsonl, run_data_stages, run_stage
 from lib import lm as L
 from lib.agent import Agent, CompactJSONAdapter
 from lib.errors import UserError
@@ -33,75 +30,6 @@ pytestmark = pytest.mark.timeout(600)
 OUTPUTS = ("metrics/baseline.json", "metrics/baseline_examples.json", "metrics/baseline_usage.json",
            "metrics/optimized.json", "metrics/optimized_examples.json", "metrics/optimized_usage.json",
            "outputs/program.json")
-REPLY = json.dumps({"reasoning": "Read the file the task names first.", "plan": ["read", "edit"],
-                    "next_action": {"tool": "read", "args": {"filePath": "README.md"}}})
-HANG = None  # a behaviour's answer meaning: never answer
-
-
-def completion(text: str = REPLY) -> tuple[int, dict, dict]:
-    return 200, {}, {"id": "c1", "object": "chat.completion", "created": 0, "model": "smollm2",
-                     "choices": [{"index": 0, "finish_reason": "stop",
-                                  "message": {"role": "assistant", "content": text}}],
-                     "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}}
-
-
-def error(status: int, headers: dict | None = None) -> tuple[int, dict, dict]:
-    return status, headers or {}, {"error": {"message": f"test server says {status}", "type": "server_error",
-                                             "code": status}}
-
-
-class Loopback:
-    """A real HTTP server on 127.0.0.1: lists model `smollm2` on /v1/models and answers each chat
-    completion with `behaviour(i)` for the i-th request (0-based): (status, headers, body) or HANG."""
-
-    def __init__(self, behaviour: Callable[[int], tuple[int, dict, dict] | None]) -> None:
-        self.behaviour = behaviour
-        self.posts = 0
-        self.release = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _send(self, status: int, headers: dict, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                for key, value in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(key, str(value))
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, {}, {"object": "list", "data": [{"id": "smollm2", "object": "model"}]})
-                else:
-                    self._send(*error(404))
-
-            def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with lock:
-                    index = outer.posts
-                    outer.posts += 1
-                answer = outer.behaviour(index)
-                if answer is HANG:
-                    outer.release.wait()  # a stuck server: the connection stays open, nothing comes
-                    return
-                self._send(*answer)
-
-            def log_message(self, *args):
-                pass
-
-        lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
@@ -255,3 +183,81 @@ def test_optimizer_failure_is_never_a_low_score(project, serve):
     assert "during optimization stops the stage" in done.stderr
     assert broken.posts == 2  # the first failed call stopped it, despite max_failed_calls: 5
     assert [name for name in written(project) if name != "metrics/baseline_examples.json"] == []
+
+
+# ---------------------------------------------------------------- llama.cpp killed mid-run
+
+def start_llama(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "4096", "--model_alias", "smollm2", "--n_threads", "2"],
+            stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(url + "/models", timeout=2).read()
+            return proc, url
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"llama_cpp.server did not start:\n{log.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.5)
+
+
+class KillServerBefore(dspy.Module):
+    """The agent, except that the server is killed just before example number `n` (0-based)."""
+
+    def __init__(self, n: int, server: subprocess.Popen) -> None:
+        super().__init__()
+        self.agent, self.n, self.server, self.seen = Agent(), n, server, 0
+
+    def forward(self, **inputs):
+        if self.seen == self.n:
+            self.server.kill()
+            self.server.wait()
+        self.seen += 1
+        return self.agent(**inputs)
+
+
+@pytest.mark.timeout(600)
+def test_llama_server_killed_mid_run_fails_naming_it_and_the_rerun_reuses_answers(smollm_path, data_project,
+                                                                                   tmp_path):
+    distinct = {}
+    for row in read_jsonl(data_project / "data" / "splits" / "test.jsonl"):
+        distinct.setdefault(json.dumps(row["inputs"], sort_keys=True), row)
+    rows = list(distinct.values())[:4]
+    assert len(rows) == 4
+    metric = Metric({"tool_validity": 3, "plan_coherence": 2, "first_action": 2, "reasoning_quality": 1,
+                     "efficiency": 1})
+    before = dspy.cache
+    L.configure_cache(tmp_path)
+    log = tmp_path / "server.log"
+    server, url = start_llama(smollm_path, log)
+    try:
+        settings = {"provider": "openai-compatible", "model": "smollm2", "api_base": url, "api_key_env": None,
+                    "temperature": 0.0, "max_tokens": 24, "timeout": 60, "num_retries": 1}
+        ledger = L.Ledger()
+        with dspy.context(lm=L.make_lm("student", settings, ledger), adapter=CompactJSONAdapter()):
+            with pytest.raises(UserError) as err:
+                evaluate(KillServerBefore(2, server), rows, metric, 1, "baseline", ledger)
+        assert f"cannot reach the openai-compatible server at {url}" in str(err.value)
+        used = ledger.summary()["lm_usage"]["student"]
+        assert used["calls"] == 3 and used["failed_calls"] == 1  # two answered, the third failed
+
+        # Restarted (on another port: the address is not part of the cache key), the re-run pays
+        # only for the examples not answered before.
+        server, url = start_llama(smollm_path, log)
+        ledger = L.Ledger()
+        with dspy.context(lm=L.make_lm("student", {**settings, "api_base": url}, ledger),
+                          adapter=CompactJSONAdapter()):
+            result = evaluate(Agent(), rows, metric, 1, "baseline", ledger)
+        used = ledger.summary()["lm_usage"]["student"]
+        assert used["cache_hits"] == 2 and used["calls"] == 2 and used["failed_calls"] == 0
+        assert result.n == 4 and result.failed == 0
+    finally:
+        server.kill()
+        server.wait()
+        dspy.cache = before
