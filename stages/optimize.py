@@ -1,6 +1,8 @@
 """optimize: compile the student with the chosen optimizer (selection on val), score it on test.
 
-Writes outputs/program.json (instructions and demos) and metrics/optimized.json.
+Writes outputs/program.json (instructions and demos), metrics/optimized.json (scores: a function of
+inputs and params), metrics/optimized_examples.json and metrics/optimized_usage.json (calls, cache
+hits, tokens, cost: may change on a re-run). A failed run writes none of them.
 """
 import json
 
@@ -24,18 +26,18 @@ def main() -> None:
     name = opt["optimizer"]
     print(f"optimize: {name} on {len(train)} train / {len(val)} val examples")
     program = optimize(name, opt[name], Agent(), train, val, metric, rt.teacher, rt.student,
-                       opt["num_threads"], seed)
-    rt.ledger.check()  # optimizers swallow per-example errors, a spent budget among them
-    save_program(program, "outputs/program.json")
+                       opt["num_threads"], seed, ledger=rt.ledger)
 
-    result = evaluate(program, load_rows("test"), metric, opt["num_threads"], "optimized", rt.ledger.status)
+    result = evaluate(program, load_rows("test"), metric, opt["num_threads"], "optimized", rt.ledger)
+    rt.ledger.check()
     with open("metrics/baseline_examples.json", encoding="utf-8") as fh:
         baseline = json.load(fh)
-    report = {**result.summary(), **improvement(baseline, result.per_example), **usage_report(rt.ledger),
-              "optimizer": name,
+    report = {**result.summary(), **improvement(baseline, result.per_example), "optimizer": name,
               "demos": sum(len(pr.demos) for pr in program.predictors())}
+    save_program(program, "outputs/program.json")
     write_json("metrics/optimized.json", report)
     write_json("metrics/optimized_examples.json", result.per_example)
+    write_json("metrics/optimized_usage.json", usage_report(rt.ledger))
     gain = report["improvement"]
     print(f"optimize: test score {result.score:.3f} vs baseline {report['baseline_score']:.3f} "
           f"({gain['absolute']:+.3f}, 95% CI {report['ci95'][0]:+.3f}..{report['ci95'][1]:+.3f})")
