@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 
 from lib.errors import UserError
-from lib.opencode import render, safety
+from lib.opencode import render as prompts
+from lib.opencode import safety
 
 FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide")
 SCHEMA_URL = "https://opencode.ai/config.json"
@@ -241,7 +242,7 @@ def export_settings(params: dict[str, Any], disabled_tools: list[str] | tuple[st
 
 def agent_prompt(settings: ExportSettings, program: Program) -> str:
     """The agent prompt exactly as shipped (and as the replay stage scores it)."""
-    return render.agent_prompt(program.instructions, program.demos, settings.max_examples, settings.disabled_tools)
+    return prompts.agent_prompt(program.instructions, program.demos, settings.max_examples, settings.disabled_tools)
 
 
 def agent_entry(settings: ExportSettings, program: Program, description: str) -> dict[str, Any]:

@@ -283,7 +283,7 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
     students = [("student", params["models"]["student"])]
     students += [(f"replay.students[{i}]", m) for i, m in enumerate(r["students"])]
     for role, cfg in students:  # every model answers before the first paid call
-        L.check_reachable(role if role != "student" else "student", cfg)
+        L.check_reachable(role, cfg)
     L.configure_cache(ROOT)
     ledger = L.Ledger(max_calls=params["optimization"]["max_lm_calls"])
     made = [make_student(role, cfg, ledger, None if cfg["provider"] == "local" else r["context_window"])
