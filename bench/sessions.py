@@ -65,6 +65,11 @@ _SECRETS_ARGS = [{"password": "hunter2secretXYZ"}, {"apiKey": "abcd1234efgh5678"
                  {"env": {"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}}]
 
 
+# pool -> (lines naming no secret, lines naming one)
+_SPLIT = {id(pool): ([x for x in pool if not _SENSITIVE.search(x)], [x for x in pool if _SENSITIVE.search(x)])
+          for pool in (_PY, _JS)}
+
+
 def _iso(ms: int) -> str:
     return _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc).isoformat(timespec="milliseconds").replace(
         "+00:00", "Z")
@@ -78,14 +83,15 @@ class _Gen:
     def __init__(self, seed: int) -> None:
         self.rnd = random.Random(seed)
 
+    def line(self, pool: list[str]) -> str:
+        """A line of code: about one in twenty names a secret (token, password, api key), as in code
+        that does auth."""
+        return self.rnd.choice(_SPLIT[id(pool)][self.rnd.random() < 0.05])
+
     def code(self, lines: int) -> str:
         pool = _PY if self.rnd.random() < 0.6 else _JS
-        plain = [line for line in pool if not _SENSITIVE.search(line)]
-        named = [line for line in pool if _SENSITIVE.search(line)]
         start = self.rnd.randint(1, 200)
-        # About one line in twenty names a secret (token, password, api key), as in code that does auth.
-        body = [f"{start + i:05d}| {self.rnd.choice(named if self.rnd.random() < 0.05 else plain)}"
-                for i in range(lines)]
+        body = [f"{start + i:05d}| {self.line(pool)}" for i in range(lines)]
         return "<file>\n" + "\n".join(body) + f"\n\n(File has more lines. Use 'offset' to read beyond line " \
                                               f"{start + lines})\n</file>"
 
@@ -102,15 +108,15 @@ class _Gen:
                 out += "\n" + r.choice(_SECRETS_TEXT)
             return {"command": cmd, "description": "Run " + cmd.split()[0]}, out
         if tool == "grep":
-            hits = "\n".join(f"{directory}/{r.choice(_FILES)}:\n  Line {r.randint(1, 400)}: {r.choice(_PY + _JS)}"
+            hits = "\n".join(f"{directory}/{r.choice(_FILES)}:\n  Line {r.randint(1, 400)}: {self.line(_PY if r.random() < 0.6 else _JS)}"
                              for _ in range(r.randint(3, 20)))
             return {"pattern": r.choice(["token", "api_key", "def load", "retry"]), "include": "*.py"}, hits
         if tool == "edit":
-            old = "\n".join(r.choice(_PY) for _ in range(r.randint(2, 12)))
-            new = "\n".join(r.choice(_PY) for _ in range(r.randint(2, 14)))
+            old = "\n".join(self.line(_PY) for _ in range(r.randint(2, 12)))
+            new = "\n".join(self.line(_PY) for _ in range(r.randint(2, 14)))
             return {"filePath": f, "oldString": old, "newString": new}, ""
         if tool == "write":
-            return {"filePath": f, "content": "\n".join(r.choice(_JS) for _ in range(r.randint(10, 80)))}, ""
+            return {"filePath": f, "content": "\n".join(self.line(_JS) for _ in range(r.randint(10, 80)))}, ""
         if tool == "glob":
             return {"pattern": "**/*.py"}, "\n".join(f"{directory}/{r.choice(_FILES)}" for _ in range(r.randint(3, 30)))
         if tool == "todowrite":

@@ -9,13 +9,9 @@ however many workers there are.
 from __future__ import annotations
 
 import datetime as _dt
-import itertools
 import json
-import os
 import tempfile
-from collections import Counter, deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,7 @@ from lib.redact import Redactor
 from lib.session import Session
 from lib.sources import Task, plan, run
 from lib.sources.common import Rejected
+from lib.workers import ordered_map
 
 
 @dataclass
@@ -104,7 +101,7 @@ def parse(logs_dir: str, opencode_db: str | None, redact: bool, strict: bool, fi
     duplicates = 0
     tasks = list(plan(root, extra))
     with tempfile.TemporaryFile("w+b") as spool:
-        for task, outcomes in _ordered_map(_prepare, tasks, (filt, redact), workers):
+        for task, outcomes in ordered_map(_prepare, tasks, (filt, redact), workers, _PARALLEL_FROM):
             rel = task.rel
             shown = rel if Path(rel).is_absolute() else (root / rel if root.is_dir() else root).as_posix()
             for out in outcomes:
@@ -220,28 +217,3 @@ def _with_parent(p: _Prepared, parent: str, redact: bool) -> _Prepared:
     counts = Counter(p.redactions)
     counts.update(redactor.counts)
     return replace(p, blob=(dumps(row) + "\n").encode("utf-8"), redactions=dict(counts))
-
-
-def _ordered_map(fn: Callable[[Task, Any], Any], tasks: list[Task], settings: Any, workers: int | None
-                 ) -> Iterator[tuple[Task, Any]]:
-    """(task, fn(task, settings)) in task order, computed in worker processes a few tasks ahead.
-
-    At most a few results per worker wait in memory, however many tasks there are.
-    """
-    if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if workers <= 1 or len(tasks) < _PARALLEL_FROM:
-        for task in tasks:
-            yield task, fn(task, settings)
-        return
-    with ProcessPoolExecutor(workers) as pool:
-        ahead: deque[Future[Any]] = deque()
-        pending = iter(tasks)
-        for task in itertools.islice(pending, 4 * workers):
-            ahead.append(pool.submit(fn, task, settings))
-        for task in tasks:
-            result = ahead.popleft().result()
-            following = next(pending, None)
-            if following is not None:
-                ahead.append(pool.submit(fn, following, settings))
-            yield task, result

@@ -15,6 +15,7 @@ strings worth a look, and each pattern is then tried only where its trigger occu
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import Counter
@@ -114,6 +115,7 @@ for _index, _kind in enumerate(_KINDS):
         _BY_TRIGGER[_trigger].append((_index, _offset))
 _BY_TRIGGER["_KEY"].append((KINDS.index("password"), None))  # upper-case NAME_KEY=..., case-sensitive
 
+@functools.lru_cache(maxsize=4096)
 def secret_key(name: str) -> bool:
     """Does this key name a secret? `password`, `apiKey`, `AWS_SECRET_ACCESS_KEY` yes; `passwordField`,
     `max_tokens`, `token_count` no (only the last word counts, and plurals are counts)."""
@@ -269,27 +271,31 @@ class Redactor:
             return line
         pieces: list[str] = []
         copied = 0  # line[:copied] is in pieces
-        done = 0  # hits before this lie in a literal already handled
-        for hit, _ in hits:
-            if hit < done:
-                continue
+        n = 0
+        while n < len(hits):
             # Triggers hold no character JSON escapes, and outside strings JSON has no letters:
             # every hit lies inside one string literal.
-            start, end = _literal_start(line, hit), _literal_end(line, hit)
-            done = end
+            start = _literal_start(line, hits[n][0])
+            text, end = _scanstring(line, start + 1)
+            first = n
+            while n < len(hits) and hits[n][0] < end:
+                n += 1
             if end < len(line) and line[end] == ":":  # a key: its value may be a secret whatever it holds
-                if not secret_key(json.loads(line[start:end])):
+                if not secret_key(text):
                     continue
                 value_at = end + 1
                 while line[value_at] in " \t\r\n":
                     value_at += 1
-                value, done = _DECODER.raw_decode(line, value_at)
+                value, value_end = _DECODER.raw_decode(line, value_at)
+                while n < len(hits) and hits[n][0] < value_end:
+                    n += 1
                 new = self._keyed(value)
                 if new is not value:
                     pieces += [line[copied:value_at], json.dumps(new, ensure_ascii=False)]
-                    copied = done
+                    copied = value_end
                 continue
-            text = json.loads(line[start:end])
+            if not any(_may_start(line, i, trigger) for i, trigger in hits[first:n]):
+                continue  # e.g. `token` in prose or code, never followed by `=` or `:`
             new = self.text(text)
             if new != text:
                 pieces += [line[copied:start], json.dumps(new, ensure_ascii=False)]
@@ -298,6 +304,32 @@ class Redactor:
 
 
 _DECODER = json.JSONDecoder()
+_scanstring = json.decoder.scanstring  # (decoded string, index past its closing quote)
+_BEARER_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.=+/")
+
+
+def _may_start(line: str, i: int, trigger: str) -> bool:
+    """Can the trigger at `i` of JSON text `line` start a match? A cheap necessary condition, read
+    on the JSON text: `name` + optional quote and blanks + `:` or `=` for assignments, 16 token
+    characters after `bearer `. Other kinds are rare enough to be always looked at."""
+    for kind, offset in _BY_TRIGGER[trigger]:
+        if offset is None:
+            j = i + len(trigger)
+            if line.startswith('\\"', j):
+                j += 2
+            elif line.startswith("'", j):
+                j += 1
+            while line.startswith((" ", "\\t"), j):
+                j += 1 if line[j] == " " else 2
+            if line.startswith((":", "="), j):
+                return True
+        elif _KINDS[kind].name == "bearer_token":
+            token = line[i + offset:i + offset + 16]
+            if len(token) == 16 and all(c in _BEARER_CHARS for c in token):
+                return True
+        else:
+            return True
+    return False
 
 
 def _escaped(line: str, quote: int) -> bool:
@@ -313,11 +345,3 @@ def _literal_start(line: str, inside: int) -> int:
     while _escaped(line, q):
         q = line.rfind('"', 0, q)
     return q
-
-
-def _literal_end(line: str, inside: int) -> int:
-    """Index just past the closing quote of the literal around `inside`."""
-    q = line.find('"', inside)
-    while _escaped(line, q):
-        q = line.find('"', q + 1)
-    return q + 1

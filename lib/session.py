@@ -5,6 +5,7 @@ All times are epoch milliseconds (None when the source does not know them).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,3 +134,27 @@ def _turn_dict(t: Turn) -> dict[str, Any]:
     d["outcome"] = dict(vars(t.outcome))
     d["usage"] = dict(vars(t.usage))
     return d
+
+
+_DECODER = json.JSONDecoder()
+
+
+def line_ids(line: str) -> tuple[str, str | None]:
+    """(id, parent_id) of one sessions.jsonl line, without parsing its turns.
+
+    Lines are written with sorted keys, so `context`, `id` and `parent_id` come first; anything
+    else (a hand-edited file) is parsed whole.
+    """
+    try:
+        if line.startswith('{"context":'):
+            _, end = _DECODER.raw_decode(line, 11)
+            if line.startswith(',"id":"', end):
+                sid, end = json.decoder.scanstring(line, end + 7)
+                if line.startswith(',"parent_id":', end):
+                    parent, _ = _DECODER.raw_decode(line, end + 13)
+                    if parent is None or isinstance(parent, str):
+                        return sid, parent
+    except ValueError:
+        pass
+    row = json.loads(line)
+    return row["id"], row.get("parent_id")
