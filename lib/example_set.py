@@ -20,7 +20,7 @@ from lib.session import Session, line_ids
 from lib.split import root_of
 from lib.workers import ordered_map
 
-_CHUNK = 16  # sessions per unit of work
+_CHUNK = 32  # sessions per unit of work
 
 
 @dataclass

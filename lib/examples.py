@@ -127,9 +127,12 @@ def build(sessions: Iterable[Session], filters: Filters, granularity: str, max_h
                 }
 
 
+_to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), built once
+
+
 def action_json(action: Action) -> str:
     """The next action exactly as the program must emit it."""
-    return json.dumps({"tool": action.tool, "args": _compact_args(action.args)}, ensure_ascii=False)
+    return _to_json({"tool": action.tool, "args": _compact_args(action.args)})
 
 
 def _compact_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -171,10 +174,17 @@ def _step_lines(actions: list[Action]) -> list[str]:
     lines = []
     for i, a in enumerate(actions, 1):
         outcome = "error" if a.status == STATUS_ERROR else "ok"
-        result = _cut(" ".join((a.result or "").split()), _RESULT_CHARS)
-        lines.append(f"{i}. {a.tool} {json.dumps(key_args(a.tool, a.args), ensure_ascii=False)} -> {outcome}"
+        result = _cut(_squeeze(a.result or "", _RESULT_CHARS), _RESULT_CHARS)
+        lines.append(f"{i}. {a.tool} {_to_json(key_args(a.tool, a.args))} -> {outcome}"
                      + (f": {result}" if result else ""))
     return lines
+
+
+def _squeeze(text: str, limit: int) -> str:
+    """Whitespace collapsed to single spaces, or a prefix of that longer than `limit`: enough to cut,
+    without collapsing a tool output of megabytes."""
+    head = " ".join(text[:8 * limit + 64].split())
+    return head if len(head) > limit else " ".join(text.split())
 
 
 def _cut(text: str, limit: int) -> str:

@@ -5,14 +5,17 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, IO
 
 
-def dumps(obj: Any) -> str:
-    """One canonical JSON line: sorted keys, no spaces, UTF-8 kept readable."""
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """One canonical JSON line: sorted keys, no spaces, UTF-8 kept readable.
+
+    `default` turns other objects into JSON values (`vars` writes a dataclass as its fields).
+    """
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=default)
 
 
 @contextlib.contextmanager

@@ -101,7 +101,7 @@ def parse(logs_dir: str, opencode_db: str | None, redact: bool, strict: bool, fi
     duplicates = 0
     tasks = list(plan(root, extra))
     with tempfile.TemporaryFile("w+b") as spool:
-        for task, outcomes in ordered_map(_prepare, tasks, (filt, redact), workers, _PARALLEL_FROM):
+        for task, outcomes in ordered_map(_prepare, tasks, (filt, redact), workers, _PARALLEL_FROM, batch=8):
             rel = task.rel
             shown = rel if Path(rel).is_absolute() else (root / rel if root.is_dir() else root).as_posix()
             for out in outcomes:
@@ -201,7 +201,8 @@ def _prepare(task: Task, settings: tuple[SessionFilter, bool]) -> list[Rejected 
         n_actions = 0
         if session is not None:
             n_actions = sum(len(t.actions) for t in session.turns)
-            blob = (redactor.json_line(dumps(session.to_dict())) + "\n").encode("utf-8")
+            # vars: each dataclass is written as its fields, as session.to_dict() would give them, uncopied
+            blob = (redactor.json_line(dumps(session, default=vars)) + "\n").encode("utf-8")
         out.append(_Prepared(item.id, item.source, len(item.turns), n_actions, blob, dict(redactor.counts),
                              dict(filt.dropped), children, has_parent))
     return out

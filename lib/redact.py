@@ -208,6 +208,7 @@ class Redactor:
             if index not in starts:
                 continue
             pieces: list[str] = []
+            copied = 0  # value[:copied] is in pieces
             done = 0  # end of the last match: like re.sub, matches never overlap
             for start in starts[index]:
                 if start < done:
@@ -215,10 +216,13 @@ class Redactor:
                 m = kind.pattern.match(value, start)
                 if m is None:
                     continue
-                pieces += [value[done:start], self._replace(kind, m)]
+                new = self._replace(kind, m)
+                if new != m.group(0):
+                    pieces += [value[copied:start], new]
+                    copied = m.end()
                 done = m.end()
             if pieces:
-                value = "".join(pieces) + value[done:]
+                value = "".join(pieces) + value[copied:]
                 starts = _starts(value, _hits(value, _lower(value)))
         return value
 

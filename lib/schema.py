@@ -10,10 +10,12 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fastjsonschema
-import jsonschema
+
+if TYPE_CHECKING:
+    import jsonschema
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -26,6 +28,8 @@ def _schema(name: str) -> dict[str, Any]:
 @functools.cache
 def validator(name: str, definition: str | None = None) -> jsonschema.protocols.Validator:
     """The explaining validator of schema `name`, or of one entry of its `$defs`."""
+    import jsonschema  # only to explain a failure: importing it costs more than checking most inputs
+
     schema = _schema(name)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)

@@ -43,24 +43,23 @@ def root_of(parents: dict[str, str | None], sid: str) -> str:
     return sid
 
 
-_DECODER = json.JSONDecoder()
 _TAIL = re.compile(r',"session_id":("(?:[^"\\]|\\.)*"),"step":(?:null|-?\d+),"turn":-?\d+\}\s*$')
 
 
 def row_groups(line: str) -> tuple[str, str]:
     """(group_id, session_id) of one examples.jsonl line, without parsing its inputs.
 
-    Rows are written with sorted keys: `gold` then `group_id` lead, `session_id`, `step` and
-    `turn` close the line. A line laid out otherwise is parsed whole.
+    Rows are written with sorted keys, `session_id`, `step` and `turn` closing the line. An
+    unescaped `"group_id":"` is a key (in a string it would read `\\"group_id\\":\\"`): if the line
+    holds just one, it is the row's own. A line laid out otherwise is parsed whole.
     """
-    try:
-        if line.startswith('{"gold":'):
-            _, end = _DECODER.raw_decode(line, 8)
-            tail = _TAIL.search(line)
-            if line.startswith(',"group_id":"', end) and tail:
-                group, _ = json.decoder.scanstring(line, end + 13)
-                return group, json.loads(tail.group(1))
-    except ValueError:
-        pass
+    key = line.find('"group_id":"')
+    tail = _TAIL.search(line) if key > 0 and line.find('"group_id":"', key + 1) < 0 else None
+    if tail:
+        try:
+            group, _ = json.decoder.scanstring(line, key + 12)
+            return group, json.loads(tail.group(1))
+        except ValueError:
+            pass
     row = json.loads(line)
     return row["group_id"], row["session_id"]

@@ -25,11 +25,12 @@ def cpus() -> int:
 
 
 def ordered_map(fn: Callable[[T, Any], R], items: Iterable[T], settings: Any, workers: int | None = None,
-                serial_below: int = 0) -> Iterator[tuple[T, R]]:
+                serial_below: int = 0, batch: int = 1) -> Iterator[tuple[T, R]]:
     """(item, fn(item, settings)) for each item, in order.
 
-    `fn` must be a module-level function. With one worker, or fewer than `serial_below` items
-    (a pool costs more than it saves), everything runs in this process.
+    `fn` must be a module-level function. Items go to the workers `batch` at a time (sending one
+    costs about as much as a small item's work). With one worker, or fewer than `serial_below`
+    items (a pool costs more than it saves), everything runs in this process.
     """
     workers = cpus() if workers is None else workers
     if workers > 1 and serial_below:
@@ -40,21 +41,23 @@ def ordered_map(fn: Callable[[T, Any], R], items: Iterable[T], settings: Any, wo
         for item in items:
             yield item, fn(item, settings)
         return
+    batches = _batches(iter(items), batch)
     with ProcessPoolExecutor(workers, initializer=_set, initargs=(settings,)) as pool:
-        ahead: deque[tuple[T, Future[R]]] = deque()
-        pending = iter(items)
-        for item in itertools.islice(pending, 4 * workers):
-            ahead.append((item, pool.submit(_call, fn, item)))
+        ahead: deque[tuple[list[T], Future[list[R]]]] = deque()
+        for chunk in itertools.islice(batches, 4 * workers):
+            ahead.append((chunk, pool.submit(_call, fn, chunk)))
         while ahead:
-            item, future = ahead.popleft()
-            result = future.result()
-            following = next(pending, _END)
-            if following is not _END:
+            chunk, future = ahead.popleft()
+            results = future.result()
+            following = next(batches, None)
+            if following is not None:
                 ahead.append((following, pool.submit(_call, fn, following)))
-            yield item, result
+            yield from zip(chunk, results)
 
 
-_END = object()
+def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
 
 
 def _set(settings: Any) -> None:
@@ -62,5 +65,5 @@ def _set(settings: Any) -> None:
     _settings = settings
 
 
-def _call(fn: Callable[[T, Any], R], item: T) -> R:
-    return fn(item, _settings)
+def _call(fn: Callable[[T, Any], R], chunk: list[T]) -> list[R]:
+    return [fn(item, _settings) for item in chunk]
