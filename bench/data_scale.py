@@ -171,7 +171,7 @@ def main() -> None:
     cores = set(sorted(os.sched_getaffinity(0))[:args.cores]) if args.cores else None
     print(f"cores: {len(cores) if cores else len(os.sched_getaffinity(0))}; "
           f"load average before: {os.getloadavg()[0]:.1f}; target: 10,000 sessions under {TARGET_S:.0f} s")
-    head = "| sessions | input MB | " + " | ".join(f"{s} s" for s in STAGES) + \
+    head = "| sessions | input MB | " + " | ".join(f"{s} s (CPU s)" for s in STAGES) + \
            " | total s | CPU s | peak RSS MiB | s per 1k |"
     print(head)
     print("|" + "---|" * head.count(" | ") + "---|")
@@ -200,7 +200,7 @@ def main() -> None:
                 total += wall
                 cpu_total += cpu
                 peak = max(peak, rss)
-                cells.append(f"{wall:.1f}")
+                cells.append(f"{wall:.1f} ({cpu:.1f})")
             sessions = json.loads((work / "metrics" / "parse.json").read_text())["sessions"]
             assert sessions == n if writer is None else sessions >= n, f"parse kept {sessions} of {n} sessions"
             extra = f" (OpenCode wrote {writer.written} sessions meanwhile)" if writer else ""

@@ -43,23 +43,22 @@ def root_of(parents: dict[str, str | None], sid: str) -> str:
     return sid
 
 
-_TAIL = re.compile(r',"session_id":("(?:[^"\\]|\\.)*"),"step":(?:null|-?\d+),"turn":-?\d+\}\s*$')
+_TAIL = re.compile(rb',"session_id":"([^"\\]*)","step":(?:null|-?\d+),"turn":-?\d+\}\s*$')
 
 
-def row_groups(line: str) -> tuple[str, str]:
+def row_groups(line: bytes) -> tuple[str, str]:
     """(group_id, session_id) of one examples.jsonl line, without parsing its inputs.
 
     Rows are written with sorted keys, `session_id`, `step` and `turn` closing the line. An
     unescaped `"group_id":"` is a key (in a string it would read `\\"group_id\\":\\"`): if the line
-    holds just one, it is the row's own. A line laid out otherwise is parsed whole.
+    holds just one, it is the row's own. Anything else (a hand-edited line, an id with escapes)
+    is parsed whole.
     """
-    key = line.find('"group_id":"')
-    tail = _TAIL.search(line) if key > 0 and line.find('"group_id":"', key + 1) < 0 else None
-    if tail:
-        try:
-            group, _ = json.decoder.scanstring(line, key + 12)
-            return group, json.loads(tail.group(1))
-        except ValueError:
-            pass
+    key = line.find(b'"group_id":"')
+    if key > 0 and line.find(b'"group_id":"', key + 1) < 0:
+        end = line.find(b'"', key + 12)
+        tail = _TAIL.search(line, max(0, len(line) - 1024))
+        if tail and end > 0 and b"\\" not in line[key + 12:end]:
+            return line[key + 12:end].decode("utf-8"), tail.group(1).decode("utf-8")
     row = json.loads(line)
     return row["group_id"], row["session_id"]

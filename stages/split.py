@@ -14,7 +14,7 @@ def main() -> None:
     groups: list[str] = []
     sessions: list[str] = []
     ids: dict[str, str] = {}  # one string per id, however many rows share it
-    with open(EXAMPLES, encoding="utf-8") as fh:
+    with open(EXAMPLES, "rb") as fh:
         for line in fh:
             if line.strip():
                 group, session = row_groups(line)
@@ -22,13 +22,14 @@ def main() -> None:
                 sessions.append(ids.setdefault(session, session))
     where = assign(groups, ratios, d["random_seed"])
     counts = {name: {"examples": 0, "sessions": set()} for name in SPLITS}
-    with atomic_open("data/splits/train.jsonl") as tr, atomic_open("data/splits/val.jsonl") as va, \
-            atomic_open("data/splits/test.jsonl") as te, open(EXAMPLES, encoding="utf-8") as fh:
+    with atomic_open("data/splits/train.jsonl", binary=True) as tr, \
+            atomic_open("data/splits/val.jsonl", binary=True) as va, \
+            atomic_open("data/splits/test.jsonl", binary=True) as te, open(EXAMPLES, "rb") as fh:
         out = {"train": tr, "val": va, "test": te}
         rows = (line for line in fh if line.strip())
         for line, group, session in zip(rows, groups, sessions):
             name = where[group]
-            out[name].write(line if line.endswith("\n") else line + "\n")
+            out[name].write(line if line.endswith(b"\n") else line + b"\n")
             counts[name]["examples"] += 1
             counts[name]["sessions"].add(session)
     report = {name: {"examples": c["examples"], "sessions": len(c["sessions"])} for name, c in counts.items()}

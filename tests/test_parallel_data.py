@@ -75,6 +75,8 @@ def test_ids_of_lines_laid_out_otherwise_are_still_read(tmp_path):
     assert line_ids(json.dumps(row, indent=1)) == ("ses_1", "ses_0")  # not canonical: parsed whole
     example = {"gold": {"args": {"group_id": "no", "x": ',"session_id":"no"'}}, "group_id": "g", "id": "s/t0",
                "session_id": "s", "step": None, "turn": 0}
-    assert row_groups(dumps(example)) == ("g", "s")
-    assert row_groups(dumps({**example, "tags": ["x"]})) == ("g", "s")  # a key after session_id: parsed whole
-    assert row_groups(json.dumps(example)) == ("g", "s")
+    assert row_groups(dumps(example).encode()) == ("g", "s")
+    assert row_groups(dumps({**example, "tags": ["x"]}).encode()) == ("g", "s")  # a key after session_id
+    assert row_groups(json.dumps(example).encode()) == ("g", "s")  # not canonical: parsed whole
+    odd = {**example, "group_id": 'g"1é', "session_id": "s\\2"}
+    assert row_groups(dumps(odd).encode()) == ('g"1é', "s\\2")
