@@ -148,7 +148,11 @@ export const NearestDemos = async (input) => {
     "experimental.chat.messages.transform": async (_input, output) => {
       try {
         const q = turnQuery(bank, output?.messages ?? [], dir)
-        if (q && bank.demos.length) chosen.set(q.sessionID, render(bank, topK(bank, q.text, bank.k)))
+        if (q && bank.demos.length) {
+          chosen.delete(q.sessionID)
+          chosen.set(q.sessionID, render(bank, topK(bank, q.text, bank.k)))
+          if (chosen.size > 256) chosen.delete(chosen.keys().next().value) // a long-running server: keep recent sessions
+        }
       } catch (err) {
         await log("warn", `no examples for this call: ${err?.message ?? err}`)
       }
