@@ -131,7 +131,7 @@ export const NearestDemos = async (input) => {
     }
   }
   if (process.env.OPENCODE_NEAREST_DEMOS === "off") {
-    await log("info", "off (OPENCODE_NEAREST_DEMOS=off): no examples are added")
+    await log("info", "nearest-demos: off (OPENCODE_NEAREST_DEMOS=off), no examples are added")
     return {}
   }
   const path = fileURLToPath(new URL("./nearest-demos.json", import.meta.url))
@@ -139,10 +139,10 @@ export const NearestDemos = async (input) => {
   try {
     bank = loadBank(path)
   } catch (err) {
-    await log("warn", `no examples added, the agent keeps its plain prompt: cannot use ${path} (${err?.message ?? err}); re-export it with the pipeline's export stage (format plugin)`)
+    await log("warn", `nearest-demos: no examples added, the agent keeps its plain prompt: cannot use ${path} (${err?.message ?? err}); re-export it with the pipeline's export stage (format plugin)`)
     return {}
   }
-  await log("info", `loaded ${bank.demos.length} examples from ${path} (k=${bank.k}, fields ${bank.fields.join("+")})`)
+  await log("info", `nearest-demos: loaded ${bank.demos.length} examples from ${path} (k=${bank.k}, fields ${bank.fields.join("+")})`)
   const chosen = new Map() // session id -> system text for its current turn
   return {
     "experimental.chat.messages.transform": async (_input, output) => {
@@ -154,7 +154,7 @@ export const NearestDemos = async (input) => {
           if (chosen.size > 256) chosen.delete(chosen.keys().next().value) // a long-running server: keep recent sessions
         }
       } catch (err) {
-        await log("warn", `no examples for this call: ${err?.message ?? err}`)
+        await log("warn", `nearest-demos: no examples for this call: ${err?.message ?? err}`)
       }
     },
     "experimental.chat.system.transform": async (input, output) => {
