@@ -2,6 +2,7 @@
 
     python bench/knn.py                                   # params.yaml settings (k and fields chosen on val)
     python bench/knn.py --set 'optimization.knn.k=[3]' --set 'optimization.knn.fields=[[task]]'
+    python bench/knn.py --labeled metrics/optimized_examples.json   # labeled side from a labeled run's records
 
 Run `dvc repro split` first. Both programs are scored on the whole test split with the params'
 student; the table gives the composite and every component, and the paired bootstrap 95% CI of
@@ -11,6 +12,7 @@ makes a repeated run free.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +23,7 @@ import yaml  # noqa: E402
 
 from lib import params as P  # noqa: E402
 from lib.agent import Agent  # noqa: E402
-from lib.evaluate import evaluate, paired_bootstrap_ci  # noqa: E402
+from lib.evaluate import Evaluation, evaluate, paired_bootstrap_ci  # noqa: E402
 from lib.metric import Metric  # noqa: E402
 from lib.optimize import optimize  # noqa: E402
 from lib.runtime import load_examples, load_rows, start  # noqa: E402
@@ -33,6 +35,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="params override, e.g. optimization.knn.k=[3] (repeatable)")
+    ap.add_argument("--labeled", type=Path, metavar="FILE",
+                    help="per-example test records of a labeled run (metrics/optimized_examples.json of "
+                         "`dvc repro` with optimizer labeled) instead of scoring labeled again")
     args = ap.parse_args()
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     p = P.load(overrides=overrides)
@@ -47,7 +52,15 @@ def main() -> None:
           f"labeled k={opt['labeled']['k']}, knn k in {opt['knn']['k']}, fields in {opt['knn']['fields']}", flush=True)
 
     results = {}
-    for name in ("labeled", "knn"):
+    if args.labeled:
+        records = json.loads(args.labeled.read_text(encoding="utf-8"))
+        by_id = {r["id"]: r for r in records}
+        if set(by_id) != {r["id"] for r in test}:
+            sys.exit(f"{args.labeled} does not hold the current test split's examples; run without --labeled")
+        results["labeled"] = Evaluation(score=0.0, components={}, n=len(test), unparsed=0, errors=0,
+                                        per_example=[by_id[r["id"]] for r in test])
+        print(f"labeled: per-example test records from {args.labeled}", flush=True)
+    for name in [n for n in ("labeled", "knn") if n not in results]:
         t0 = time.monotonic()
         program = optimize(name, opt[name], Agent(), train, val, metric, None, rt.student, opt["num_threads"], seed)
         chosen = f" (k={program.k}, fields={'+'.join(program.fields)})" if name == "knn" else ""
