@@ -53,11 +53,7 @@ class Workspace:
             (self.project / ".opencode" / rel).write_text(text, encoding="utf-8")
 
     def run(self, rec: Recorder, task: str, **env: str) -> subprocess.CompletedProcess[str]:
-        config = {"$schema": "https://opencode.ai/config.json",
-                  "provider": {"local": {"npm": "@ai-sdk/openai-compatible", "name": "local",
-                                         "options": {"baseURL": rec.base_url, "apiKey": "x"},
-                                         "models": {MODEL: {"name": MODEL}}}},
-                  "model": f"local/{MODEL}"}
+        config = rec.opencode_config()
         (self.home / ".config" / "opencode" / "opencode.json").write_text(json.dumps(config), encoding="utf-8")
         home = str(self.home)
         full = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE")}
