@@ -6,6 +6,8 @@ the rest to train. The result depends only on the ids and the seed, never on fil
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Iterable
 
 SPLITS = ("train", "val", "test")
@@ -39,3 +41,26 @@ def root_of(parents: dict[str, str | None], sid: str) -> str:
         sid = parents[sid]  # type: ignore[assignment]
         seen.add(sid)
     return sid
+
+
+_DECODER = json.JSONDecoder()
+_TAIL = re.compile(r',"session_id":("(?:[^"\\]|\\.)*"),"step":(?:null|-?\d+),"turn":-?\d+\}\s*$')
+
+
+def row_groups(line: str) -> tuple[str, str]:
+    """(group_id, session_id) of one examples.jsonl line, without parsing its inputs.
+
+    Rows are written with sorted keys: `gold` then `group_id` lead, `session_id`, `step` and
+    `turn` close the line. A line laid out otherwise is parsed whole.
+    """
+    try:
+        if line.startswith('{"gold":'):
+            _, end = _DECODER.raw_decode(line, 8)
+            tail = _TAIL.search(line)
+            if line.startswith(',"group_id":"', end) and tail:
+                group, _ = json.decoder.scanstring(line, end + 13)
+                return group, json.loads(tail.group(1))
+    except ValueError:
+        pass
+    row = json.loads(line)
+    return row["group_id"], row["session_id"]
