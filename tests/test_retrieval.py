@@ -17,13 +17,13 @@ import pytest
 from conftest import need
 from lib import export as E
 from lib.agent import Agent, CompactJSONAdapter, to_example
-from lib.examples import Filters, build
+from lib.examples import Filters, _step_lines, build
 from lib.metric import Metric
 from lib.opencode import plugin
 from lib.optimize import optimize
 from lib.redact import Redactor
 from lib.retrieval import Index, RetrievalAgent, query_text, tokenize
-from lib.session import Session
+from lib.session import Action, Session
 from lib.sources import read_all
 from lib.sources.common import Rejected
 
@@ -217,8 +217,11 @@ def test_node_builds_the_turn_query_as_python_does(tmp_path):
         "const bank = core.parseBank(JSON.stringify(input.bank))\n"
         "process.stdout.write(JSON.stringify(core.turnQuery(bank, input.messages, '/proj/app')))\n"),
         {"bank": bank, "messages": messages})
-    steps = ('1. read {"filePath": "/proj/app/calc.py"} -> ok: def add(a, b): return a - b\n'
-             '2. bash {"command": "pytest -q"} -> error: exit 1')
+    # The training rows' own rendering of the same two calls (lib.examples).
+    steps = "\n".join(_step_lines([
+        Action("read", {"filePath": "/proj/app/calc.py", "limit": 20}, result="def add(a, b):\n    return a - b\n",
+               status="ok"),
+        Action("bash", {"command": "pytest -q"}, result="exit 1", status="error")]))
     want = query_text({"task": "Fix the bug in /proj/app/calc.py", "steps_so_far": steps,
                        "context": "working directory: /proj/app"}, ["task", "steps_so_far"])
     assert got["sessionID"] == "ses_1"
