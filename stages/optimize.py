@@ -34,6 +34,9 @@ def main() -> None:
     report = {**result.summary(), **improvement(baseline, result.per_example), **usage_report(rt.ledger),
               "optimizer": name,
               "demos": sum(len(pr.demos) for pr in program.predictors())}
+    retrieval = program.dump_state().get("retrieval")  # optimizer knn: demos picked per input (k, fields)
+    if retrieval:
+        report["retrieval"] = retrieval
     write_json("metrics/optimized.json", report)
     write_json("metrics/optimized_examples.json", result.per_example)
     gain = report["improvement"]
