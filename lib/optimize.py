@@ -74,6 +74,12 @@ def _gepa(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
     return lambda program, train, val: opt.compile(program, trainset=train, valset=val)
 
 
+def _knn(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
+    # Per-input demos by BM25 (lib.retrieval); k and the query fields are selected on val.
+    from lib.retrieval import select_on_val
+    return lambda program, train, val: select_on_val(program, train, val, metric, cfg["k"], cfg["fields"])
+
+
 OPTIMIZERS: dict[str, Callable[..., Compile]] = {
     "labeled": _labeled,
     "bootstrap": _bootstrap,
@@ -82,6 +88,7 @@ OPTIMIZERS: dict[str, Callable[..., Compile]] = {
     "copro": _copro,
     "simba": _simba,
     "gepa": _gepa,
+    "knn": _knn,
 }
 
 

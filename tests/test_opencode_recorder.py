@@ -80,3 +80,6 @@ def test_base_url_needs_a_running_recorder():
         rec.base_url
     with rec:
         assert rec.base_url.startswith("http://127.0.0.1:") and rec.base_url.endswith("/v1")
+        config = rec.opencode_config("rec")
+        assert config["model"] == "rec/smollm2"
+        assert config["provider"]["rec"]["options"]["baseURL"] == rec.base_url

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lib.opencode import shape
+from lib.opencode import capture, shape
 from lib.opencode.capture import data_path
+from lib.opencode.recorder import ToolCall
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "capture_opencode_request.py"
@@ -142,6 +143,56 @@ def test_data_file_is_canonical():
     path = data_path(shape.DATA_DIR, shape.version())
     text = path.read_text(encoding="utf-8")
     assert text == json.dumps(json.loads(text), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+# ---------------------------------------------------------------- the capture's derivation
+
+
+def _requests_like_opencode(system_prefix: str = "") -> dict:
+    """The four agent requests of a capture, rebuilt from the stored data with made-up paths."""
+    d = shape.data()
+    cwd, root, plain, tmp = "/w/project/src", "/w/project", "/w/plain", "/w/tmp"
+    date = "Sun Nov 29 2026"
+    env = dict(model=capture.MODEL, provider_model=d["provider_model"], platform=sys.platform, date=date)
+    tools = shape.tool_definitions(platform=sys.platform, tmpdir=tmp)
+    off = [n for n, on in capture.TOOLS_MAP.items() if not on]
+
+    def request(system: str, *rest: dict, tools: list = tools) -> dict:
+        return {**shape.request_options(), "tools": tools,
+                "messages": [{"role": "system", "content": system}, shape.user_message(d["task"]), *rest]}
+
+    system = system_prefix + shape.system_message(None, cwd=cwd, root=root, is_git=True, **env)
+    read = ToolCall("read", {"filePath": f"{root}/hello.py"}, id=shape.call_id(0))
+    result = shape.fill(RUNS["tool_call"]["messages"][3]["content"], {"root": root})
+    return {
+        "version": d["opencode_version"], "cwd": cwd, "root": root, "plain": plain, "tmpdir": tmp,
+        "dates": [date], "read_call": read,
+        "default": [request(system),
+                    request(system, shape.assistant_tool_call_message([(read.id, read.name, read.arguments)]),
+                            shape.tool_result_message(read.id, result))],
+        "agent_prompt": [request(shape.system_message(capture.AGENT_PROMPT, cwd=plain, root="/", is_git=False,
+                                                      **env))],
+        "tools_map": [request(shape.system_message(None, cwd=cwd, root=root, is_git=True, disabled=off, **env),
+                              tools=shape.tool_definitions(off, platform=sys.platform, tmpdir=tmp))],
+    }
+
+
+def test_capture_recovers_the_stored_data_from_requests():
+    """The derivation finds every varying value by itself: fed requests with other paths, it gives
+    back exactly the committed data."""
+    assert capture.build(_requests_like_opencode()) == shape.data()
+
+
+def test_capture_refuses_a_request_it_does_not_understand():
+    raw = _requests_like_opencode()
+    for req in raw["default"]:
+        req["messages"][0]["content"] = req["messages"][0]["content"].replace("You are powered by", "Powered by")
+    with pytest.raises(capture.ShapeChanged, match="You are powered by the model named"):
+        capture.build(raw)
+    raw = _requests_like_opencode()
+    raw["tools_map"][0]["tools"] = raw["default"][0]["tools"]
+    with pytest.raises(capture.ShapeChanged, match="tools-map"):
+        capture.build(raw)
 
 
 # ---------------------------------------------------------------- drift against the real binary

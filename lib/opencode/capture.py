@@ -89,15 +89,9 @@ class _Session:
 
     def run(self, rec: Recorder, cwd: Path, agent: str | None) -> list[dict]:
         """One `opencode run` against `rec`; returns the agent requests (title request dropped)."""
-        config = {
-            "$schema": "https://opencode.ai/config.json",
-            "provider": {PROVIDER: {"npm": "@ai-sdk/openai-compatible", "name": PROVIDER,
-                                    "options": {"baseURL": rec.base_url, "apiKey": "x"},
-                                    "models": {MODEL: {"name": MODEL_NAME}}}},
-            "model": f"{PROVIDER}/{MODEL}",
-            "agent": {PROMPT_AGENT: {"mode": "primary", "prompt": AGENT_PROMPT},
-                      TOOLS_AGENT: {"mode": "primary", "tools": TOOLS_MAP}},
-        }
+        config = rec.opencode_config(PROVIDER, name=MODEL_NAME)
+        config["agent"] = {PROMPT_AGENT: {"mode": "primary", "prompt": AGENT_PROMPT},
+                           TOOLS_AGENT: {"mode": "primary", "tools": TOOLS_MAP}}
         (self.home / ".config" / "opencode" / "opencode.json").write_text(json.dumps(config, indent=2),
                                                                           encoding="utf-8")
         cmd = [str(self.opencode), "run", "--pure", *(["--agent", agent] if agent else []), "--", *TASK_WORDS]

@@ -22,10 +22,11 @@ from typing import Any
 import yaml
 
 from lib.errors import UserError
+from lib.opencode import plugin
 from lib.opencode import render as prompts
 from lib.opencode import safety
 
-FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide")
+FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide", "plugin")
 SCHEMA_URL = "https://opencode.ai/config.json"
 COMPONENTS = ("tool_validity", "plan_coherence", "first_action", "reasoning_quality", "efficiency")
 
@@ -62,6 +63,7 @@ class Program:
 
     instructions: str
     demos: list[dict[str, Any]]
+    retrieval: dict[str, Any] | None = None  # a knn program's settings (k, fields): demos picked per turn
 
 
 def read_json(path: str | Path, fix: str) -> Any:
@@ -90,7 +92,8 @@ def load_program(state: dict[str, Any], source: str = "outputs/program.json") ->
         raise UserError(f"{source}: the predictor has empty signature instructions; "
                         f"re-create it with `dvc repro optimize`")
     demos = [d for d in chosen.get("demos") or [] if isinstance(d, dict)]
-    return Program(instructions=instructions, demos=demos)
+    retrieval = state.get("retrieval") if isinstance(state.get("retrieval"), dict) else None
+    return Program(instructions=instructions, demos=demos, retrieval=retrieval)
 
 
 def load_scores(baseline: dict[str, Any], optimized: dict[str, Any], replay: dict[str, Any] | None = None) -> Scores:
@@ -228,6 +231,7 @@ class ExportSettings:
     opencode_model: str | None
     disabled_tools: tuple[str, ...] = ()  # the agent's `tools: {name: false}`
     permission: dict[str, Any] | None = None  # the agent's `permission` rules
+    field_chars: int = 1200  # data.max_field_chars: the plugin cuts a task as the training rows were cut
 
 
 def export_settings(params: dict[str, Any], disabled_tools: list[str] | tuple[str, ...]) -> ExportSettings:
@@ -237,7 +241,7 @@ def export_settings(params: dict[str, Any], disabled_tools: list[str] | tuple[st
     return ExportSettings(agent=e["agent_name"], mode=e["mode"], formats=tuple(e["formats"]),
                           max_examples=e["max_examples"], student=params["models"]["student"],
                           opencode_model=e["opencode_model"], disabled_tools=tuple(disabled_tools),
-                          permission=permission)
+                          permission=permission, field_chars=params["data"]["max_field_chars"])
 
 
 def agent_prompt(settings: ExportSettings, program: Program) -> str:
@@ -266,6 +270,7 @@ def file_names(agent: str, slug: str) -> dict[str, str]:
         "template": f"{slug}-optimized.txt",
         "markdown_agent": f"agents/{agent}-{slug}.md",
         "usage_guide": f"USAGE_GUIDE_{agent}.md",
+        "plugin": plugin.PLUGIN_FILE,
     }
 
 
@@ -294,6 +299,8 @@ def render(settings: ExportSettings, program: Program, scores: Scores, data_date
                                  + "---\n" + prompt)
         elif fmt == "usage_guide":
             files[names[fmt]] = usage_guide(name, settings, target, scores, data_date, names)
+        elif fmt == "plugin":
+            files.update(plugin.files(program.demos, program.retrieval, settings.max_examples, settings.field_chars))
     return files
 
 
@@ -357,6 +364,8 @@ def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores
         "instructions": "the guidance as an instructions file, added on top of OpenCode's built-in prompt",
         "template": "the full prompt text, for `\"prompt\": \"{file:...}\"` or other tools",
         "usage_guide": "this guide",
+        "plugin": "an OpenCode plugin (and its demo bank `nearest-demos.json` beside it) that adds the "
+                  "learned examples nearest to each task to the system prompt",
     }
     for fmt in settings.formats:
         g.append(f"- `{out}/{names[fmt]}`: {what[fmt]}")
@@ -401,6 +410,16 @@ def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores
               "```sh", "mkdir -p \"$PROJECT/prompts\"", f"cp {out}/{tpl} \"$PROJECT/prompts/\"", "```", "",
               f"and set `\"prompt\": \"{{file:./prompts/{tpl}}}\"` on an agent in `$PROJECT/opencode.json` "
               "(the path is relative to that file).", ""]
+        step += 1
+    if "plugin" in have:
+        g += [f"## {step}. Add the nearest examples to every turn (plugin)", "",
+              "The plugin adds, before each model call, the learned worked examples nearest to the current "
+              "task to the system prompt (with any agent). Install it for one project:", "",
+              "```sh", f"mkdir -p \"$PROJECT/.opencode/plugin\" && cp {out}/plugin/nearest-demos.* "
+              "\"$PROJECT/.opencode/plugin/\"", "```", "",
+              "Turn it off for one run with `OPENCODE_NEAREST_DEMOS=off opencode ...`, or for good by deleting "
+              "the two `nearest-demos.*` files. Without a usable `nearest-demos.json` it adds nothing and says "
+              "why in OpenCode's log.", ""]
         step += 1
     g += [f"## {step}. Check and use it", "",
           "In the project (`cd \"$PROJECT\"`):", "",

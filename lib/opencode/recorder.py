@@ -5,11 +5,14 @@ Point an OpenCode provider's `baseURL` at `Recorder.base_url` and every chat req
 once, so `opencode run` finishes in seconds and no model is needed:
 
     with Recorder(reply_text="ok", model="smollm2") as rec:
-        # opencode.json: {"provider": {"local": {"npm": "@ai-sdk/openai-compatible",
-        #                 "options": {"baseURL": rec.base_url, "apiKey": "x"},
-        #                 "models": {"smollm2": {"name": "smollm2"}}}}, "model": "local/smollm2"}
-        subprocess.run(["opencode", "run", "--pure", "hello"], ...)
-    agent = [body for body in rec.requests if not is_title_request(body)]
+        (home / ".config/opencode/opencode.json").write_text(json.dumps(rec.opencode_config()))
+        subprocess.run(["opencode", "run", "--pure", "hello"], env={..., "HOME": str(home), "PWD": str(cwd)},
+                       cwd=cwd)
+    agent = rec.agent_requests()  # the title-generation side request left out
+
+`rec.opencode_config()` is a provider `local` with the recorder's model, `local/<model>` as the
+default model (OpenCode's bundled `@ai-sdk/openai-compatible`). OpenCode takes its working
+directory from the PWD variable, not from the process's cwd: set both.
 
 By default every request gets `reply_text` back. `respond` decides the reply per request instead:
 it gets the request's position (0-based, title requests included) and its body, and returns text,
@@ -123,6 +126,20 @@ class Recorder:
         """Every chat request body received so far, parsed, in arrival order (a copy of the list)."""
         with self._lock:
             return list(self._requests)
+
+    def opencode_config(self, provider: str = "local", *, name: str | None = None) -> dict[str, Any]:
+        """An `opencode.json` that makes `<provider>/<model>` this recorder and the default model.
+
+        Add `agent`, `plugin`, ... entries to it as needed. `name` is the model's display name
+        (default: the model id).
+        """
+        return {
+            "$schema": "https://opencode.ai/config.json",
+            "provider": {provider: {"npm": "@ai-sdk/openai-compatible", "name": provider,
+                                    "options": {"baseURL": self.base_url, "apiKey": "x"},
+                                    "models": {self.model: {"name": name or self.model}}}},
+            "model": f"{provider}/{self.model}",
+        }
 
     def agent_requests(self) -> list[dict]:
         """The requests that are not OpenCode's title-generation side request."""

@@ -32,6 +32,8 @@ _ABSOLUTE_PATH = re.compile(
 _SUBSTITUTION = re.compile(r"\{(?:env|file):")
 
 EXAMPLES_HEADING = "## Examples"
+EXAMPLES_INTRO = (f"{EXAMPLES_HEADING}\n\nThe call to make next for a task, given the calls already done. "
+                  "Make the call as a real tool call, not as text.")
 
 
 @dataclass(frozen=True)
@@ -138,9 +140,7 @@ def examples_block(examples: list[WorkedExample]) -> str:
     """The examples section; empty when there are none."""
     if not examples:
         return ""
-    intro = (f"{EXAMPLES_HEADING}\n\nThe call to make next for a task, given the calls already done. "
-             "Make the call as a real tool call, not as text.")
-    return "\n\n".join([intro, *(demo_text(ex) for ex in examples)])
+    return "\n\n".join([EXAMPLES_INTRO, *(demo_text(ex) for ex in examples)])
 
 
 def agent_prompt(instructions: str, demos: list[dict[str, Any]], max_examples: int,

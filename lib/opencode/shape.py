@@ -57,6 +57,12 @@ def version() -> str:
     return data()["opencode_version"]
 
 
+def request_options() -> dict[str, Any]:
+    """The request's other fields as recorded (max_tokens, stream, tool_choice, ...; `model` is the
+    recorded model id). `max_tokens` follows the model's configured output limit (none was set)."""
+    return copy.deepcopy(data()["request_options"])
+
+
 def tool_names() -> list[str]:
     """OpenCode's tools, in the order it sends them."""
     return [t["function"]["name"] for t in data()["tools"]]
