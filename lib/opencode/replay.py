@@ -285,7 +285,8 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
     for role, cfg in students:  # every model answers before the first paid call
         L.check_reachable(role, cfg)
     L.configure_cache(ROOT)
-    ledger = L.Ledger(max_calls=params["optimization"]["max_lm_calls"])
+    opt = params["optimization"]
+    ledger = L.Ledger(max_calls=opt["max_lm_calls"], max_failed_calls=opt["max_failed_calls"])
     made = [make_student(role, cfg, ledger, None if cfg["provider"] == "local" else r["context_window"])
             for role, cfg in students]
     weights = r["metric_weights"]
