@@ -47,7 +47,8 @@ def llama_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory):
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm_path), "--host", "127.0.0.1",
              "--port", str(port), "--n_ctx", "8192", "--model_alias", "smollm2", "--n_threads", "2"],
-            stdout=out, stderr=subprocess.STDOUT)
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})  # see lib/lm.py: no spinning beside the tests
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 90

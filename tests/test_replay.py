@@ -7,6 +7,7 @@ a real llama.cpp server speaking OpenAI's tool-calling API.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -193,7 +194,8 @@ def tool_server(smollm_path, tmp_path_factory):
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm_path), "--host", "127.0.0.1",
              "--port", str(port), "--n_ctx", "8192", "--model_alias", "smollm2", "--n_threads", "2",
-             "--chat_format", "chatml-function-calling"], stdout=out, stderr=subprocess.STDOUT)
+             "--chat_format", "chatml-function-calling"], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})  # see lib/lm.py: no spinning beside the tests
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 90
