@@ -407,14 +407,6 @@ class Ledger:
             counts["cost"], counts["cached_cost"] = round(counts["cost"], 6), round(counts["cached_cost"], 6)
         return {"lm_usage": {**roles, "total": total, "max_calls": self.max_calls}}
 
-    def status(self) -> str:
-        """One short progress line, e.g. 'LM calls 12/3000, 40 cached'."""
-        with self._lock:
-            calls = self._spent()
-            hits = sum(u.cache_hits for u in self._roles.values())
-        cap = f"/{self.max_calls}" if self.max_calls is not None else ""
-        return f"LM calls {calls}{cap}, {hits} cached"
-
 
 # ---------------------------------------------------------------- failures
 
