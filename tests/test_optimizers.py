@@ -55,6 +55,13 @@ def examples(tmp_path_factory, smollm_path):
     return pick("train", 2), pick("val", 2)
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One model cache for the module, as for a stage re-run with another optimizer: requests that
+    coincide (the unoptimized program on val) are answered once."""
+    return tmp_path_factory.mktemp("optimizers-cache")
+
+
 def test_every_optimizer_has_a_tiny_setting_the_schema_accepts():
     assert set(TINY) == set(OPTIMIZERS)
     params = json.loads(json.dumps(__import__("helpers").shipped_params()))
@@ -63,10 +70,10 @@ def test_every_optimizer_has_a_tiny_setting_the_schema_accepts():
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_optimizer_runs_on_the_embedded_model(name, examples, tmp_path):
+def test_optimizer_runs_on_the_embedded_model(name, examples, shared_cache, tmp_path):
     train, val = examples
     before = dspy.cache
-    L.configure_cache(tmp_path)
+    L.configure_cache(shared_cache)
     try:
         ledger = L.Ledger(max_calls=400)
         student = L.make_lm("student", local(0.0, 16), ledger)
