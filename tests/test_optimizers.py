@@ -11,12 +11,12 @@ import json
 import dspy
 import pytest
 
-from helpers import make_project, read_jsonl, run_data_stages
+from helpers import make_project, read_jsonl, run_data_stages, shipped_params
 from lib import lm as L
 from lib.agent import Agent, CompactJSONAdapter, to_example
 from lib.metric import Metric
 from lib.optimize import OPTIMIZERS, optimize
-from lib.params import validate
+from lib.params import ParamsError, validate
 from lib.runtime import save_program
 
 pytestmark = pytest.mark.timeout(900)
@@ -66,9 +66,20 @@ def shared_cache(tmp_path_factory):
 
 def test_every_optimizer_has_a_tiny_setting_the_schema_accepts():
     assert set(TINY) == set(OPTIMIZERS)
-    params = json.loads(json.dumps(__import__("helpers").shipped_params()))
+    params = shipped_params()
     params["optimization"].update(TINY)
     validate(params)
+
+
+@pytest.mark.parametrize("mipro, message", [
+    ({"auto": None, "num_candidates": 2, "num_trials": None}, "auto is null, so set both num_candidates"),
+    ({"auto": "light", "num_candidates": 2, "num_trials": None}, "auto: light sets the search size"),
+])
+def test_mipro_search_size_is_auto_or_both_numbers(mipro, message):
+    params = shipped_params()
+    params["optimization"]["mipro"].update(mipro)
+    with pytest.raises(ParamsError, match=message):
+        validate(params)
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
