@@ -23,10 +23,11 @@ import yaml
 
 from lib.agent import INTERNAL_TOOLS, parse_action, parse_plan
 from lib.errors import UserError
+from lib.opencode import plugin
 from lib.redact import Redactor
 from lib.tools import DEFAULT_TOOLS, guidance_line
 
-FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide")
+FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide", "plugin")
 SCHEMA_URL = "https://opencode.ai/config.json"
 COMPONENTS = ("tool_validity", "plan_coherence", "first_action", "reasoning_quality", "efficiency")
 
@@ -74,6 +75,7 @@ class Program:
 
     instructions: str
     demos: list[dict[str, Any]]
+    retrieval: dict[str, Any] | None = None  # a knn program's settings (k, fields): demos picked per turn
 
 
 def read_json(path: str | Path, fix: str) -> Any:
@@ -102,7 +104,8 @@ def load_program(state: dict[str, Any], source: str = "outputs/program.json") ->
         raise UserError(f"{source}: the predictor has empty signature instructions; "
                         f"re-create it with `dvc repro optimize`")
     demos = [d for d in chosen.get("demos") or [] if isinstance(d, dict)]
-    return Program(instructions=instructions, demos=demos)
+    retrieval = state.get("retrieval") if isinstance(state.get("retrieval"), dict) else None
+    return Program(instructions=instructions, demos=demos, retrieval=retrieval)
 
 
 def load_scores(baseline: dict[str, Any], optimized: dict[str, Any]) -> Scores:
@@ -359,6 +362,7 @@ class ExportSettings:
     max_examples: int
     student: dict[str, Any]  # models.student
     opencode_model: str | None
+    field_chars: int = 1200  # data.max_field_chars: the plugin cuts a task as the training rows were cut
 
 
 def file_names(agent: str, slug: str) -> dict[str, str]:
@@ -369,6 +373,7 @@ def file_names(agent: str, slug: str) -> dict[str, str]:
         "template": f"{slug}-optimized.txt",
         "markdown_agent": f"agents/{agent}-{slug}.md",
         "usage_guide": f"USAGE_GUIDE_{agent}.md",
+        "plugin": plugin.PLUGIN_FILE,
     }
 
 
@@ -399,6 +404,8 @@ def render(settings: ExportSettings, program: Program, scores: Scores, data_date
                                  + "---\n" + prompt)
         elif fmt == "usage_guide":
             files[names[fmt]] = usage_guide(name, settings, target, scores, data_date, names)
+        elif fmt == "plugin":
+            files.update(plugin.files(program.demos, program.retrieval, settings.max_examples, settings.field_chars))
     return files
 
 
@@ -446,6 +453,8 @@ def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores
         "instructions": "the guidance as an instructions file, added on top of OpenCode's built-in prompt",
         "template": "the full prompt text, for `\"prompt\": \"{file:...}\"` or other tools",
         "usage_guide": "this guide",
+        "plugin": "an OpenCode plugin (and its demo bank `nearest-demos.json` beside it) that adds the "
+                  "learned examples nearest to each task to the system prompt",
     }
     for fmt in settings.formats:
         g.append(f"- `{out}/{names[fmt]}`: {what[fmt]}")
@@ -490,6 +499,16 @@ def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores
               "```sh", "mkdir -p \"$PROJECT/prompts\"", f"cp {out}/{tpl} \"$PROJECT/prompts/\"", "```", "",
               f"and set `\"prompt\": \"{{file:./prompts/{tpl}}}\"` on an agent in `$PROJECT/opencode.json` "
               "(the path is relative to that file).", ""]
+        step += 1
+    if "plugin" in have:
+        g += [f"## {step}. Add the nearest examples to every turn (plugin)", "",
+              "The plugin adds, before each model call, the learned worked examples nearest to the current "
+              "task to the system prompt (with any agent). Install it for one project:", "",
+              "```sh", f"mkdir -p \"$PROJECT/.opencode/plugin\" && cp {out}/plugin/nearest-demos.* "
+              "\"$PROJECT/.opencode/plugin/\"", "```", "",
+              "Turn it off for one run with `OPENCODE_NEAREST_DEMOS=off opencode ...`, or for good by deleting "
+              "the two `nearest-demos.*` files. Without a usable `nearest-demos.json` it adds nothing and says "
+              "why in OpenCode's log.", ""]
         step += 1
     g += [f"## {step}. Check and use it", "",
           "In the project (`cd \"$PROJECT\"`):", "",

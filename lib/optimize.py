@@ -50,7 +50,9 @@ def _mipro(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
                        teacher_settings={"lm": teacher}, **size,
                        max_bootstrapped_demos=cfg["max_bootstrapped_demos"],
                        max_labeled_demos=cfg["max_labeled_demos"], num_threads=threads, seed=seed)
-    return lambda program, train, val: opt.compile(program, trainset=train, valset=val, **trials)
+    # Evaluation in mini-batches (DSPy's 35) only where val is larger than one, as auto decides.
+    return lambda program, train, val: opt.compile(program, trainset=train, valset=val, **trials,
+                                                   minibatch=len(val) > 35)
 
 
 def _copro(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
@@ -77,6 +79,12 @@ def _gepa(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
     return lambda program, train, val: opt.compile(program, trainset=train, valset=val)
 
 
+def _knn(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
+    # Per-input demos by BM25 (lib.retrieval); k and the query fields are selected on val.
+    from lib.retrieval import select_on_val
+    return lambda program, train, val: select_on_val(program, train, val, metric, cfg["k"], cfg["fields"])
+
+
 OPTIMIZERS: dict[str, Callable[..., Compile]] = {
     "labeled": _labeled,
     "bootstrap": _bootstrap,
@@ -85,6 +93,7 @@ OPTIMIZERS: dict[str, Callable[..., Compile]] = {
     "copro": _copro,
     "simba": _simba,
     "gepa": _gepa,
+    "knn": _knn,
 }
 
 

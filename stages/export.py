@@ -22,7 +22,7 @@ def main() -> None:
     scores = load_scores(read_json("metrics/baseline.json", RERUN), read_json("metrics/optimized.json", RERUN))
     settings = ExportSettings(agent=e["agent_name"], mode=e["mode"], formats=tuple(e["formats"]),
                               max_examples=e["max_examples"], student=p["models"]["student"],
-                              opencode_model=e["opencode_model"])
+                              opencode_model=e["opencode_model"], field_chars=p["data"]["max_field_chars"])
     if not Path(SESSIONS).is_file():
         raise UserError(f"{SESSIONS} not found; {RERUN}")
     files = render(settings, program, scores, newest_session_date(read_jsonl(SESSIONS)))

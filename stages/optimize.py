@@ -34,6 +34,9 @@ def main() -> None:
         baseline = json.load(fh)
     report = {**result.summary(), **improvement(baseline, result.per_example), "optimizer": name,
               "demos": sum(len(pr.demos) for pr in program.predictors())}
+    retrieval = program.dump_state().get("retrieval")  # optimizer knn: demos picked per input (k, fields)
+    if retrieval:
+        report["retrieval"] = retrieval
     save_program(program, "outputs/program.json")
     write_json("metrics/optimized.json", report)
     write_json("metrics/optimized_examples.json", result.per_example)

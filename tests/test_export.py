@@ -90,7 +90,8 @@ def assert_safe(name: str, text: str) -> None:
 def test_every_format_is_written_and_parses(program):
     files = E.render(settings(), program, SCORES, "2025-11-19")
     assert set(files) == {"opencode-build-smollm2-135m.jsonc", "OPTIMIZED_BUILD.md", "smollm2-135m-optimized.txt",
-                          "agents/build-smollm2-135m.md", "USAGE_GUIDE_build.md"}
+                          "agents/build-smollm2-135m.md", "USAGE_GUIDE_build.md", "plugin/nearest-demos.js",
+                          "plugin/nearest-demos.json"}
     prompt = files["smollm2-135m-optimized.txt"]
 
     jsonc = files["opencode-build-smollm2-135m.jsonc"]
@@ -208,7 +209,7 @@ def test_ollama_files_are_named_without_colons(program):
     files = E.render(settings(student=student("ollama", "qwen2.5-coder:1.5b")), program, SCORES, None)
     assert set(files) == {"opencode-build-qwen2.5-coder-1.5b.jsonc", "OPTIMIZED_BUILD.md",
                           "qwen2.5-coder-1.5b-optimized.txt", "agents/build-qwen2.5-coder-1.5b.md",
-                          "USAGE_GUIDE_build.md"}
+                          "USAGE_GUIDE_build.md", "plugin/nearest-demos.js", "plugin/nearest-demos.json"}
     config = json5.loads(files["opencode-build-qwen2.5-coder-1.5b.jsonc"])
     assert config["agent"]["build-qwen2.5-coder-1.5b"]["model"] == "ollama/qwen2.5-coder:1.5b"
     assert "ollama pull qwen2.5-coder:1.5b" in files["USAGE_GUIDE_build.md"]

@@ -32,6 +32,7 @@ TINY = {
     "copro": {"depth": 1, "breadth": 2, "init_temperature": 1.0},
     "simba": {"bsize": 2, "num_candidates": 2, "max_steps": 1},
     "gepa": {"auto": "light", "max_metric_calls": 6, "reflection_minibatch_size": 1},
+    "knn": {"k": [1, 2], "fields": [["task"]]},
 }
 # SIMBA asks its prompt model only when a mini-batch's scores differ; at this size they may not.
 USES_TEACHER = {"bootstrap", "bootstrap_rs", "mipro", "copro", "gepa"}
@@ -105,6 +106,8 @@ def test_optimizer_runs_on_the_embedded_model(name, examples, shared_cache, tmp_
     (predictor,) = program.predictors()
     if name == "labeled":
         assert len(predictor.demos) == 2
+    if name == "knn":
+        assert program.k in (1, 2)  # chosen on val between the two candidates
     if name in ("bootstrap", "bootstrap_rs", "mipro"):
         assert len(predictor.demos) <= 2  # one bootstrapped and one labeled at most
 
