@@ -13,6 +13,9 @@ import os
 
 # LiteLLM fetches its price map from the network at import time unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# llama.cpp's OpenMP threads spin while they wait; beside any other busy process (a test server, a
+# second stage) that spinning starves the work itself: passive waiting was 3x faster on 2 shared cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import asyncio
 import contextlib
@@ -30,6 +33,7 @@ from typing import Any
 import dspy
 from dotenv import dotenv_values
 
+from lib import toolcalls
 from lib.errors import UserError
 from lib.params import ROOT
 
@@ -49,6 +53,11 @@ REACH_TIMEOUT = 5.0
 # out every remaining example (each one a full timeout) would only delay the error.
 MAX_CONSECUTIVE_FAILURES = 3
 DEFAULT_ADDRESS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+
+
+def param_key(role: str) -> str:
+    """Where a role's settings live in params.yaml: `models.<role>`, or the full key (e.g. replay.students[0])."""
+    return role if "." in role else f"models.{role}"
 
 
 class BudgetExceeded(UserError):
@@ -80,7 +89,7 @@ def read_api_key(role: str, cfg: dict[str, Any], root: Path | None = None) -> st
         if provider in ("openai", "anthropic"):
             example = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
             raise UserError(
-                f"models.{role}.api_key_env is null, but provider {provider} needs an API key; "
+                f"{param_key(role)}.api_key_env is null, but provider {provider} needs an API key; "
                 f"set it to the variable holding the key, e.g. api_key_env: {example}")
         return None
     value = os.environ.get(name)
@@ -89,9 +98,9 @@ def read_api_key(role: str, cfg: dict[str, Any], root: Path | None = None) -> st
         value = dotenv_values(env_file).get(name)
     if not value:
         raise UserError(
-            f"models.{role} (provider {provider}) needs the API key in ${name}, which is not set; "
+            f"{param_key(role)} (provider {provider}) needs the API key in ${name}, which is not set; "
             f"export {name}=... or add a line `{name}=...` to {env_file} "
-            f"(or set models.{role}.api_key_env to the variable that holds it)")
+            f"(or set {param_key(role)}.api_key_env to the variable that holds it)")
     return value
 
 
@@ -121,7 +130,7 @@ def litellm_settings(cfg: dict[str, Any], *, role: str = "model", root: Path | N
             kwargs["api_base"] = base
     elif provider == "openai-compatible":
         if not base:
-            raise UserError(f"models.{role}.api_base: provider openai-compatible needs the server address, "
+            raise UserError(f"{param_key(role)}.api_base: provider openai-compatible needs the server address, "
                             f"e.g. http://localhost:8000/v1")
         name, kwargs["api_base"] = f"openai/{model}", base
     elif provider == "ollama":
@@ -131,9 +140,9 @@ def litellm_settings(cfg: dict[str, Any], *, role: str = "model", root: Path | N
         else:
             name, kwargs["api_base"] = f"ollama_chat/{model}", base or OLLAMA_DEFAULT_BASE
     elif provider == "local":
-        raise UserError(f"models.{role}: provider local runs in-process and has no LiteLLM model string")
+        raise UserError(f"{param_key(role)}: provider local runs in-process and has no LiteLLM model string")
     else:
-        raise UserError(f"models.{role}.provider: unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}")
+        raise UserError(f"{param_key(role)}.provider: unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}")
 
     key = read_api_key(role, cfg, root)
     if key is not None:
@@ -195,17 +204,17 @@ def check_reachable(role: str, cfg: dict[str, Any], *, root: Path | None = None)
         if exc.code in (401, 403):
             env = cfg.get("api_key_env")
             fix = f"check ${env} (environment or .env)" if env else \
-                f"it needs a key: set models.{role}.api_key_env to the variable that holds it"
-            raise UserError(f"models.{role}: the {provider} server at {base} refused access "
+                f"it needs a key: set {param_key(role)}.api_key_env to the variable that holds it"
+            raise UserError(f"{param_key(role)}: the {provider} server at {base} refused access "
                             f"(HTTP {exc.code}); {fix}") from None
         shape = "http://HOST:11434 (native) or http://HOST:11434/v1" if provider == "ollama" else \
             "the address up to /v1, e.g. http://localhost:8000/v1"
-        raise UserError(f"models.{role}: the {provider} server at {base} answered {url} with HTTP {exc.code}; "
-                        f"check models.{role}.api_base, which should be {shape}") from None
+        raise UserError(f"{param_key(role)}: the {provider} server at {base} answered {url} with HTTP {exc.code}; "
+                        f"check {param_key(role)}.api_base, which should be {shape}") from None
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise UserError(f"models.{role}: cannot reach the {provider} server at {base} ({reason}); {hint}, "
-                        f"or fix models.{role}.api_base") from None
+        raise UserError(f"{param_key(role)}: cannot reach the {provider} server at {base} ({reason}); {hint}, "
+                        f"or fix {param_key(role)}.api_base") from None
     if native_ollama:
         ids = [m.get("name") or m.get("model") for m in (listing or {}).get("models", [])]
     else:
@@ -213,7 +222,7 @@ def check_reachable(role: str, cfg: dict[str, Any], *, root: Path | None = None)
     ids = sorted(i for i in ids if isinstance(i, str))
     if not _served(cfg["model"], ids):
         fix = f"`ollama pull {cfg['model']}` or " if provider == "ollama" else ""
-        raise UserError(f"models.{role}.model: unknown model {cfg['model']!r} at {base}; it serves "
+        raise UserError(f"{param_key(role)}.model: unknown model {cfg['model']!r} at {base}; it serves "
                         f"{', '.join(ids) or 'no models'}. Use {fix}one of those names")
 
 
@@ -415,7 +424,7 @@ def failure_kind(exc: Exception, role: str, cfg: dict[str, Any]) -> tuple[str, s
     from dspy.utils.exceptions import (ContextWindowExceededError, LMInvalidRequestError, LMRateLimitError,
                                        LMServerError, LMTimeoutError, LMTransportError)
 
-    key = f"models.{role}"
+    key = param_key(role)
     if isinstance(exc, LMTimeoutError):
         return "timeout", (f"no answer within {key}.timeout = {cfg['timeout']} s; check that the server is "
                            f"not stuck (restart it), or raise {key}.timeout")
@@ -662,7 +671,12 @@ class LlamaEngine:
         llama = load_llama(self._path())
         with _llama_lock:
             try:
-                raw = llama.create_chat_completion(**args)
+                if body.get("tools"):  # native tool calling, grammar-constrained (lib.toolcalls)
+                    sampling = {k: v for k, v in args.items() if k not in ("messages", "max_tokens")}
+                    raw = toolcalls.complete(llama, body["messages"], body["tools"], body.get("tool_choice") or "auto",
+                                             max_tokens, sampling)
+                else:
+                    raw = llama.create_chat_completion(**args)
             except ValueError as exc:
                 if "context window" in str(exc):
                     raise ContextLengthError(f"{exc} (SmolLM2 runs with n_ctx={LOCAL_N_CTX}); "

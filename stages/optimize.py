@@ -4,7 +4,10 @@ Writes outputs/program.json (instructions and demos), metrics/optimized.json (sc
 inputs and params), metrics/optimized_examples.json and metrics/optimized_usage.json (calls, cache
 hits, tokens, cost: may change on a re-run). A failed run writes none of them.
 """
+import contextlib
 import json
+
+import dspy
 
 from lib import params as P
 from lib.agent import Agent
@@ -12,8 +15,10 @@ from lib.errors import run_stage
 from lib.evaluate import evaluate, improvement
 from lib.files import write_json
 from lib.metric import Metric
+from lib.agent import to_example
+from lib.opencode.selection import deployed_selection
 from lib.optimize import optimize
-from lib.runtime import load_examples, load_rows, save_program, start, usage_report
+from lib.runtime import load_rows, save_program, start, usage_report
 
 
 def main() -> None:
@@ -21,12 +26,18 @@ def main() -> None:
     opt, seed = p["optimization"], p["data"]["random_seed"]
     rt = start(p, with_teacher=True)
     metric = Metric(opt["metric_weights"])
-    train = load_examples("train", opt["max_train_examples"], seed)
-    val = load_examples("val", opt["max_val_examples"], seed)
+    train_rows = load_rows("train", opt["max_train_examples"], seed)
+    val_rows = load_rows("val", opt["max_val_examples"], seed)
+    train, val = [to_example(r) for r in train_rows], [to_example(r) for r in val_rows]
     name = opt["optimizer"]
-    print(f"optimize: {name} on {len(train)} train / {len(val)} val examples")
-    program = optimize(name, opt[name], Agent(), train, val, metric, rt.teacher, rt.student,
-                       opt["num_threads"], seed, ledger=rt.ledger)
+    # Selection on val: the replay score of the agent as OpenCode sends it, or the offline composite.
+    deployed = opt["select_on"] == "replay"
+    adapter, select_metric = deployed_selection(p, train_rows + val_rows, rt.ledger) if deployed else (None, metric)
+    print(f"optimize: {name} on {len(train)} train / {len(val)} val examples, selecting on the "
+          f"{'replay' if deployed else 'offline'} score")
+    with dspy.context(adapter=adapter) if deployed else contextlib.nullcontext():
+        program = optimize(name, opt[name], Agent(), train, val, select_metric, rt.teacher, rt.student,
+                           opt["num_threads"], seed, ledger=rt.ledger)
 
     result = evaluate(program, load_rows("test"), metric, opt["num_threads"], "optimized", rt.ledger)
     rt.ledger.check()

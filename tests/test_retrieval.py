@@ -15,7 +15,7 @@ import dspy
 import pytest
 
 from conftest import need
-from lib import export as E
+from lib.opencode import export as E
 from lib.agent import Agent, CompactJSONAdapter, to_example
 from lib.examples import Filters, _step_lines, build
 from lib.metric import Metric
