@@ -517,7 +517,7 @@ class _Accounted:
         cfg = self._cfg
         if cfg is None or not isinstance(exc, LMError):
             return
-        where = f"models.{self._role} ({cfg['provider']} {cfg['model']} at {self._address()})"
+        where = f"{param_key(self._role)} ({cfg['provider']} {cfg['model']} at {self._address()})"
         if isinstance(exc, LMAuthError):
             raise UserError(f"{where}: the API key was rejected ({exc}); check "
                             f"${cfg.get('api_key_env')} in the environment or .env") from exc
