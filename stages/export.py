@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 
 from lib import params as P
+from lib.charts import write_comparison_chart
 from lib.errors import UserError, run_stage
 from lib.export import ExportSettings, comparison_rows, load_program, load_scores, newest_session_date, \
     read_json, render
@@ -42,6 +43,7 @@ def main() -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_json("metrics/comparison.json", comparison_rows(scores))
+    write_comparison_chart("metrics/comparison.svg", comparison_rows(scores))
     print(f"export: {len(files)} file(s) in {OUT_DIR}: " + ", ".join(sorted(files)))
 
 
