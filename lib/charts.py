@@ -12,7 +12,6 @@ SVG output is a function of the data (no clock, no random ids), so a re-run writ
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Iterable, Mapping
