@@ -1,0 +1,1 @@
+"""Everything that speaks OpenCode's side: its request shape, rendering, export, replay."""
