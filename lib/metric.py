@@ -160,7 +160,8 @@ class Metric:
         return value >= self.threshold and scores.get("first_action") != 0
 
     def components(self, example: Any, pred: Any) -> dict[str, float | None]:
-        """The components this metric uses (weight > 0) for one example; None = no ground truth."""
+        """The components this metric uses (weight > 0) for one example, and the custom metric
+        under CUSTOM when there is one; None = no ground truth."""
         scores = _judge(*_unpack(example, pred))[0]
         used: dict[str, float | None] = {k: v for k, v in scores.items() if self.weights[k] > 0}
         if self._custom_fn is not None:

@@ -17,7 +17,7 @@ from lib.errors import UserError
 from lib.metric import CUSTOM, Metric
 from test_metric import WEIGHTS, example, pred
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = pytest.mark.timeout(1800)  # the real-model test, on 2 shared cores
 
 # The metric a user would write: the right tool scores 1. It logs each call so the test can see who
 # called it (trace is set while an optimizer bootstraps demos, i.e. while it selects).
@@ -109,14 +109,15 @@ def test_validate_fails_on_a_wrong_metric_with_the_fix(tmp_path):
 
 
 def test_stages_use_the_metric_with_the_real_model(tmp_path):
-    project = make_project(tmp_path, train_split=0.92, val_split=0.05, test_split=0.03, max_field_chars=300,
-                           max_history_messages=2)
+    # One test session at turn granularity: two test examples, so a handful of model calls in all.
+    project = make_project(tmp_path, train_split=0.92, val_split=0.05, test_split=0.03, max_field_chars=200,
+                           max_history_messages=2, granularity="turn", min_examples=1)
     (project / "team_metrics.py").write_text(USER_MODULE, encoding="utf-8")
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text(encoding="utf-8"))
     params["models"]["student"]["max_tokens"] = 48
     params["models"]["teacher"]["max_tokens"] = 48
-    params["optimization"].update(metric="team_metrics:tool_match", optimizer="bootstrap", max_train_examples=2,
+    params["optimization"].update(metric="team_metrics:tool_match", optimizer="bootstrap", max_train_examples=1,
                                   max_val_examples=2)
     params["optimization"]["bootstrap"].update(max_bootstrapped_demos=1, max_labeled_demos=1)
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
