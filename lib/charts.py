@@ -24,8 +24,9 @@ from lib.files import write_text
 VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v5.json"
 # What the offline page template is called, relative to .dvc/ (DVC resolves the setting from there).
 PAGE_TEMPLATE = "plots/offline.html"
-# The replay stage's per-prompt 0-1 figures, in the order they are drawn.
-REPLAY_MEASURES = ("score", "valid", "right_tool", "right_target")
+# The replay stage's per-prompt 0-1 figures, in the order they are drawn, and its prompts' names.
+REPLAY_MEASURES = ("score", "valid_call", "right_tool", "right_target")
+REPLAY_PROMPTS = {"opencode_default": "OpenCode default", "exported": "exported agent"}
 _RUN_ORDER = ("baseline", "optimized")
 
 
@@ -96,28 +97,40 @@ def write_comparison_chart(path: str | Path, rows: Iterable[Mapping[str, Any]],
                     series_order=_RUN_ORDER)
 
 
-def replay_rows(prompts: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """{prompt: {score, valid, right_tool, right_target, ...}} -> rows of {measure, prompt, value}.
+def replay_rows(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows of {measure, prompt, value} for the replay picture.
 
-    A measure may sit at the top of a prompt's entry or inside its `components`; counts (n,
-    destructive) are not 0-1 figures and are left out of the picture.
+    `report` is metrics/replay.json as the replay stage writes it ({"students": {label:
+    {"opencode_default": summary, "exported": summary, ...}}}), or directly {prompt name: summary}.
+    A measure is read from the top of a summary or from its `components`; counts (n, destructive)
+    are not 0-1 figures and are left out.
     """
+    prompts: dict[str, Mapping[str, Any]] = {}
+    students = report.get("students")
+    if isinstance(students, Mapping):
+        for label, entry in students.items():
+            for key, name in REPLAY_PROMPTS.items():
+                if isinstance(entry.get(key), Mapping):
+                    prompts[name if len(students) == 1 else f"{label}: {name}"] = entry[key]
+    else:
+        prompts = {str(k): v for k, v in report.items() if isinstance(v, Mapping)}
     rows = []
     for measure in REPLAY_MEASURES:
-        for prompt, entry in prompts.items():
-            value = entry.get(measure)
-            if value is None and isinstance(entry.get("components"), Mapping):
-                value = entry["components"].get(measure)
+        for prompt, summary in prompts.items():
+            value = summary.get(measure)
+            if value is None and isinstance(summary.get("components"), Mapping):
+                value = summary["components"].get(measure)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 rows.append({"measure": measure, "prompt": prompt, "value": value})
     return rows
 
 
-def write_replay_chart(path: str | Path, prompts: Mapping[str, Mapping[str, Any]],
-                       title: str = "Replay in OpenCode: default prompt vs exported agent") -> None:
-    """The replay comparison picture: per prompt (in the mapping's order) its score and components."""
-    write_bar_chart(path, replay_rows(prompts), group="measure", series="prompt", value="value",
-                    title=title, series_order=list(prompts))
+def write_replay_chart(path: str | Path, report: Mapping[str, Any],
+                       title: str = "Replay as OpenCode sends it: default prompt vs exported agent") -> None:
+    """The replay comparison picture (see `replay_rows` for what `report` may be)."""
+    rows = replay_rows(report)
+    write_bar_chart(path, rows, group="measure", series="prompt", value="value", title=title,
+                    series_order=[r["prompt"] for r in rows])
 
 
 # --------------------------------------------------------------------------- offline plots page

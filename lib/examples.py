@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from lib.session import STATUS_ERROR, Action, Session, Turn
+from lib.session import STATUS_ERROR, STATUS_OK, Action, Session, Turn
 from lib.tools import DEFAULT_TOOLS, key_args
 
 INPUT_FIELDS = ("task", "context", "history", "tools", "steps_so_far")
@@ -102,8 +102,8 @@ def build(sessions: Iterable[Session], filters: Filters, granularity: str, max_h
                 "tools": ", ".join(tools),
             }
             steps = range(len(turn.actions)) if granularity == "step" else range(1)
+            rendered = _step_lines(turn.actions) if granularity == "step" else []  # once a turn, not once a step
             for step in steps:
-                done = turn.actions[:step]
                 todo = turn.actions[step:]
                 yield {
                     "id": f"{s.id}/t{turn.index}" + (f"/s{step}" if granularity == "step" else ""),
@@ -111,7 +111,7 @@ def build(sessions: Iterable[Session], filters: Filters, granularity: str, max_h
                     "group_id": s.group_id,
                     "turn": turn.index,
                     "step": step if granularity == "step" else None,
-                    "inputs": {**base, "steps_so_far": _cut_front(_steps(done), max_chars)},
+                    "inputs": {**base, "steps_so_far": _cut_front("\n".join(rendered[:step]), max_chars)},
                     "outputs": {
                         "plan": json.dumps([a.tool for a in todo]),
                         "next_action": action_json(todo[0]),
@@ -124,12 +124,31 @@ def build(sessions: Iterable[Session], filters: Filters, granularity: str, max_h
                                    "minimal_edits": turn.outcome.minimal_edits},
                     },
                     "meta": {"agent": turn.agent, "model": turn.model, "source": s.source},
+                    "replay": _replay_inputs(s, turn, turn.actions[:step], max_history, max_chars),
                 }
+
+
+def _replay_inputs(s: Session, turn: Turn, done: list[Action], max_history: int, max_chars: int) -> dict[str, Any]:
+    """What OpenCode's request for this step holds as structured data: the project directory, when the
+    turn started, earlier messages, and the calls already made in the turn with their results."""
+    history = turn.history[-max_history:] if max_history else []
+    return {
+        "cwd": s.context.working_directory or s.project,
+        "git": s.context.git_branch is not None,
+        "time": turn.time_start,
+        "history": [{"role": m.role, "text": _cut(m.text, max_chars)} for m in history],
+        "steps": [{"tool": a.tool, "args": {k: (_cut(v, max_chars) if isinstance(v, str) else v)
+                                             for k, v in sorted(a.args.items())},
+                   "result": _cut(a.result or "", max_chars)} for a in done],
+    }
+
+
+_to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), built once
 
 
 def action_json(action: Action) -> str:
     """The next action exactly as the program must emit it."""
-    return json.dumps({"tool": action.tool, "args": _compact_args(action.args)}, ensure_ascii=False)
+    return _to_json({"tool": action.tool, "args": _compact_args(action.args)})
 
 
 def _compact_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -166,14 +185,22 @@ def _history(turn: Turn, max_messages: int, max_chars: int) -> str:
                       max_chars)
 
 
-def _steps(done: list[Action]) -> str:
+def _step_lines(actions: list[Action]) -> list[str]:
+    """One line per action as shown in steps_so_far: the first k lines are the steps before step k."""
     lines = []
-    for i, a in enumerate(done, 1):
-        outcome = "error" if a.status == STATUS_ERROR else "ok"
-        result = _cut(" ".join((a.result or "").split()), _RESULT_CHARS)
-        lines.append(f"{i}. {a.tool} {json.dumps(key_args(a.tool, a.args), ensure_ascii=False)} -> {outcome}"
+    for i, a in enumerate(actions, 1):
+        outcome = {STATUS_ERROR: "error", STATUS_OK: "ok"}.get(a.status, "done")
+        result = _cut(_squeeze(a.result or "", _RESULT_CHARS), _RESULT_CHARS)
+        lines.append(f"{i}. {a.tool} {_to_json(key_args(a.tool, a.args))} -> {outcome}"
                      + (f": {result}" if result else ""))
-    return "\n".join(lines)
+    return lines
+
+
+def _squeeze(text: str, limit: int) -> str:
+    """Whitespace collapsed to single spaces, or a prefix of that longer than `limit`: enough to cut,
+    without collapsing a tool output of megabytes."""
+    head = " ".join(text[:8 * limit + 64].split())
+    return head if len(head) > limit else " ".join(text.split())
 
 
 def _cut(text: str, limit: int) -> str:

@@ -5,24 +5,27 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, IO
 
 
-def dumps(obj: Any) -> str:
-    """One canonical JSON line: sorted keys, no spaces, UTF-8 kept readable."""
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def dumps(obj: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """One canonical JSON line: sorted keys, no spaces, UTF-8 kept readable.
+
+    `default` turns other objects into JSON values (`vars` writes a dataclass as its fields).
+    """
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=default)
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | Path) -> Iterator[IO[str]]:
-    """Write to a temporary file beside `path`, then rename over it on success."""
+def atomic_open(path: str | Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """Write to a temporary file beside `path`, then rename over it on success (text: UTF-8, \\n)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n")) as fh:
             yield fh
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be shared
         os.replace(tmp, path)

@@ -4,6 +4,10 @@ What the teacher does depends on the optimizer: it runs the program to bootstrap
 (bootstrap, bootstrap_rs, mipro, simba), proposes instructions (mipro, copro), or reflects on
 failures with the metric's feedback (gepa). Selection only ever sees the val split; the test
 split is for the final score alone.
+
+DSPy optimizers score an example whose program raised as 0 and go on. So that a failed model call
+never passes as a low score, any failed call during optimization stops the stage (the ledger's
+strict mode), and a stop the optimizer swallowed is raised again once it returns.
 """
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from typing import Any
 
 import dspy
 
+from lib.lm import Ledger
 from lib.metric import Metric
+from lib.runtime import Progress
 
 Compile = Callable[[dspy.Module, list[dspy.Example], list[dspy.Example]], dspy.Module]
 
@@ -68,6 +74,12 @@ def _gepa(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
     return lambda program, train, val: opt.compile(program, trainset=train, valset=val)
 
 
+def _knn(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
+    # Per-input demos by BM25 (lib.retrieval); k and the query fields are selected on val.
+    from lib.retrieval import select_on_val
+    return lambda program, train, val: select_on_val(program, train, val, metric, cfg["k"], cfg["fields"])
+
+
 OPTIMIZERS: dict[str, Callable[..., Compile]] = {
     "labeled": _labeled,
     "bootstrap": _bootstrap,
@@ -76,12 +88,30 @@ OPTIMIZERS: dict[str, Callable[..., Compile]] = {
     "copro": _copro,
     "simba": _simba,
     "gepa": _gepa,
+    "knn": _knn,
 }
 
 
 def optimize(name: str, settings: dict[str, Any], program: dspy.Module, train: list[dspy.Example],
              val: list[dspy.Example], metric: Metric, teacher: dspy.BaseLM, student_lm: dspy.BaseLM,
-             num_threads: int, seed: int) -> dspy.Module:
-    """Compile `program` with optimizer `name` (params section `settings`); returns the optimized copy."""
+             num_threads: int, seed: int, ledger: Ledger | None = None) -> dspy.Module:
+    """Compile `program` with optimizer `name` (params section `settings`); returns the optimized copy.
+
+    `ledger` (the one the LMs report to) shows progress, and turns any failed model call, budget
+    overrun or stop into the stage's error even where the optimizer swallowed it.
+    """
     build = OPTIMIZERS[name]  # the params schema guarantees the name
-    return build(settings, metric, teacher, student_lm, num_threads, seed)(program, train, val)
+    compile_ = build(settings, metric, teacher, student_lm, num_threads, seed)
+    if ledger is None:
+        return compile_(program, train, val)
+    with Progress(f"optimize ({name})", None, ledger, unit="request", every=50) as progress, ledger.strict():
+        ledger.listener = progress.update
+        try:
+            optimized = compile_(program, train, val)
+        except Exception:
+            ledger.check()  # the model failure behind the optimizer's own error, if there is one
+            raise
+        finally:
+            ledger.listener = None
+    ledger.check()
+    return optimized

@@ -6,6 +6,8 @@ the rest to train. The result depends only on the ids and the seed, never on fil
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 from collections.abc import Iterable
 
 SPLITS = ("train", "val", "test")
@@ -39,3 +41,24 @@ def root_of(parents: dict[str, str | None], sid: str) -> str:
         sid = parents[sid]  # type: ignore[assignment]
         seen.add(sid)
     return sid
+
+
+_TAIL = re.compile(rb',"session_id":"([^"\\]*)","step":(?:null|-?\d+),"turn":-?\d+\}\s*$')
+
+
+def row_groups(line: bytes) -> tuple[str, str]:
+    """(group_id, session_id) of one examples.jsonl line, without parsing its inputs.
+
+    Rows are written with sorted keys, `session_id`, `step` and `turn` closing the line. An
+    unescaped `"group_id":"` is a key (in a string it would read `\\"group_id\\":\\"`): if the line
+    holds just one, it is the row's own. Anything else (a hand-edited line, an id with escapes)
+    is parsed whole.
+    """
+    key = line.find(b'"group_id":"')
+    if key > 0 and line.find(b'"group_id":"', key + 1) < 0:
+        end = line.find(b'"', key + 12)
+        tail = _TAIL.search(line, max(0, len(line) - 1024))
+        if tail and end > 0 and b"\\" not in line[key + 12:end]:
+            return line[key + 12:end].decode("utf-8"), tail.group(1).decode("utf-8")
+    row = json.loads(line)
+    return row["group_id"], row["session_id"]

@@ -36,19 +36,26 @@ def test_comparison_chart_draws_each_bar_and_is_deterministic(tmp_path):
     assert oct(first.stat().st_mode & 0o777) == "0o644"
 
 
-def test_replay_chart_takes_the_replay_rows(tmp_path):
-    prompts = {"opencode default": {"score": 0.2, "components": {"valid": 0.5, "right_tool": 0.3, "right_target": 0.1},
-                                    "n": 12, "destructive": 1},
-               "exported agent": {"score": 0.5, "valid": 0.9, "right_tool": 0.6, "right_target": 0.4, "n": 12,
-                                  "destructive": 0}}
-    rows = charts.replay_rows(prompts)
+def test_replay_chart_takes_the_replay_report(tmp_path):
+    summary = lambda score, valid, tool, target: {  # noqa: E731 - the replay stage's summary shape
+        "score": score, "components": {"valid_call": valid, "right_tool": tool, "right_target": target},
+        "n": 12, "destructive": 1, "right_tool_rate": tool}
+    report = {"students": {"smollm2-135m": {"opencode_default": summary(0.2, 0.5, 0.3, 0.1),
+                                            "exported": summary(0.5, 0.9, 0.6, 0.4),
+                                            "difference": {"absolute": 0.3, "ci95": [0.1, 0.5]}}}}
+    rows = charts.replay_rows(report)
     assert len(rows) == 8 and {r["measure"] for r in rows} == set(charts.REPLAY_MEASURES)
-    assert {"measure": "valid", "prompt": "opencode default", "value": 0.5} in rows
+    assert {"measure": "valid_call", "prompt": "OpenCode default", "value": 0.5} in rows
+    assert charts.replay_rows({"a": summary(0.1, 0.2, 0.3, 0.4)})[0] == {"measure": "score", "prompt": "a",
+                                                                        "value": 0.1}
     path = tmp_path / "replay.svg"
-    charts.write_replay_chart(path, prompts)
+    charts.write_replay_chart(path, report)
     svg = path.read_text(encoding="utf-8")
     assert svg.count(BAR) == 8 and ">exported agent<" in svg and ">right_target<" in svg
     assert ">12<" not in svg  # counts are not drawn as 0-1 bars
+    two = {"students": {"a": report["students"]["smollm2-135m"], "b": report["students"]["smollm2-135m"]}}
+    assert {r["prompt"] for r in charts.replay_rows(two)} == {"a: OpenCode default", "a: exported agent",
+                                                             "b: OpenCode default", "b: exported agent"}
 
 
 def test_the_committed_picture_matches_the_committed_comparison(tmp_path):

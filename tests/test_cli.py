@@ -198,10 +198,12 @@ def test_summary_table(tmp_path):
     (tmp_path / "metrics").mkdir()
     usage = {"lm_usage": {"total": {"calls": 4, "cache_hits": 2, "prompt_tokens": 1000, "completion_tokens": 200,
                                     "cost": 0.0}}}
-    (tmp_path / "metrics" / "baseline.json").write_text(json.dumps({"score": 0.1, **usage}))
+    (tmp_path / "metrics" / "baseline.json").write_text(json.dumps({"score": 0.1}))
     (tmp_path / "metrics" / "optimized.json").write_text(json.dumps({
         "score": 0.35, "n": 40, "improvement": {"absolute": 0.25, "relative": 2.5}, "ci95": [0.05, 0.4],
-        "optimizer": "labeled", "demos": 6, **usage}))
+        "optimizer": "labeled", "demos": 6}))
+    for name in ("baseline_usage.json", "optimized_usage.json"):
+        (tmp_path / "metrics" / name).write_text(json.dumps(usage))
     table = cli.summary(tmp_path)
     for text in ("baseline score   0.100", "optimized score  0.350", "+0.250 (+250.0%)", "+0.050 .. +0.400",
                  "labeled (6 demos)", "8 (4 served from cache)", "2400 (2000 prompt + 400 completion)"):

@@ -98,6 +98,13 @@ def test_wrong_names_and_signatures_say_the_fix(user_module, spec, says):
     assert custom_metric.problem(spec) == str(err.value)
 
 
+def test_the_metric_needs_offline_selection(user_module):
+    from lib import params as P
+    with pytest.raises(UserError, match="set select_on: offline to select with your metric"):
+        P.load(overrides={"optimization.metric": f"{user_module}:tool_match", "optimization.select_on": "replay"})
+    P.load(overrides={"optimization.metric": f"{user_module}:tool_match", "optimization.select_on": "offline"})
+
+
 def test_validate_fails_on_a_wrong_metric_with_the_fix(tmp_path):
     override = tmp_path / "o.yaml"
     override.write_text(yaml.safe_dump({"optimization": {"metric": "my_metrics:tool_match"}}), encoding="utf-8")
@@ -117,7 +124,8 @@ def test_stages_use_the_metric_with_the_real_model(tmp_path):
     params = yaml.safe_load(path.read_text(encoding="utf-8"))
     params["models"]["student"]["max_tokens"] = 48
     params["models"]["teacher"]["max_tokens"] = 48
-    params["optimization"].update(metric="team_metrics:tool_match", optimizer="bootstrap", max_train_examples=1,
+    params["optimization"].update(metric="team_metrics:tool_match", select_on="offline", optimizer="bootstrap",
+                                  max_train_examples=1,
                                   max_val_examples=2)
     params["optimization"]["bootstrap"].update(max_bootstrapped_demos=1, max_labeled_demos=1)
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")

@@ -98,6 +98,7 @@ def _stage_outputs(pipeline: dict) -> set[str]:
         for key in ("outs", "metrics", "plots"):
             for entry in stage.get(key) or []:
                 paths.add(next(iter(entry)) if isinstance(entry, dict) else entry)
+    paths.update(pipeline.get("metrics") or [])  # usage files the model stages write
     return paths
 
 
@@ -150,6 +151,22 @@ def test_plots_show_both_series(repo, tmp_path):
         assert text in html
 
 
+def test_rerun_changes_only_the_usage_files(repo):
+    """Re-running the model stages from the model cache moves calls to cache hits; scores, per-example
+    files and dvc.lock stay byte-identical, so only the (git-tracked, unhashed) usage files change."""
+    for stage in ("baseline", "optimize"):
+        dvc(repo, "repro", "-f", "-s", stage)
+    changed = sh(repo, "git", "status", "--porcelain").stdout.split("\n")
+    assert {line[3:] for line in changed if line} <= {"metrics/baseline_usage.json", "metrics/optimized_usage.json"}
+    for name in ("baseline_usage.json", "optimized_usage.json"):
+        usage = read_json(repo / "metrics" / name)["lm_usage"]["total"]
+        assert usage["calls"] == 0 and usage["cache_hits"] > 0, usage
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
+    (workspace,) = shown.values()
+    assert workspace["data"]["metrics/optimized_usage.json"]["data"]["lm_calls"] == 0
+    sh(repo, "git", "checkout", "--", "metrics")
+
+
 def test_remote_round_trip_restores_without_calling_a_model(repo, tmp_path):
     remote = tmp_path / "remote"
     dvc(repo, "remote", "add", "-d", "shared", str(remote))
@@ -182,7 +199,7 @@ def test_experiment_through_the_cli(repo, tmp_path):
               "--params", str(override))
     assert "-S optimization.metric_weights.efficiency=0" in done.stdout
     assert "baseline score" in done.stdout and "optimized score" in done.stdout
-    for name in ("baseline.json", "optimized.json"):
+    for name in ("baseline_usage.json", "optimized_usage.json"):
         usage = read_json(repo / "metrics" / name)["lm_usage"]["total"]
         assert usage["calls"] == 0 and usage["cache_hits"] > 0, usage
 
@@ -221,10 +238,12 @@ def test_bootstrap_experiment_uses_the_teacher(repo):
     assert "Running stage 'optimize'" in run.stdout and "Running stage 'baseline'" not in run.stdout
     report = read_json(repo / "metrics/optimized.json")
     assert report["optimizer"] == "bootstrap" and 1 <= report["demos"] <= 4
-    assert report["lm_usage"]["teacher"]["calls"] + report["lm_usage"]["teacher"]["cache_hits"] >= 1
-    for key in ("score", "components", "n", "lm_calls", "cache_hits", "prompt_tokens", "completion_tokens",
-                "improvement", "ci95"):
+    usage = read_json(repo / "metrics/optimized_usage.json")
+    assert usage["lm_usage"]["teacher"]["calls"] + usage["lm_usage"]["teacher"]["cache_hits"] >= 1
+    for key in ("score", "components", "n", "failed", "improvement", "ci95"):
         assert key in report, key
+    for key in ("lm_calls", "cache_hits", "prompt_tokens", "completion_tokens"):
+        assert key in usage and key not in report, key
     program = read_json(repo / "outputs/program.json")
     assert len(program["predict"]["demos"]) == report["demos"]
     sh(repo, "git", "checkout", "HEAD", "--", "params.yaml")

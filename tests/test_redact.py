@@ -195,3 +195,153 @@ def test_redact_false_keeps_the_secrets(tmp_path):
     assert report["redactions"] == 0
     assert report["redactions_by_kind"] == {}
     assert len(read_jsonl(project / "data/parsed/sessions.jsonl")) == report["sessions"]
+
+
+# --- one pass: the same result as each pattern over the whole text, in order --------------------------------
+
+def _reference_text(text: str, counts) -> str:
+    """Redaction as the definition reads: every kind's pattern over the whole string, in order."""
+    from lib import redact as R
+    probe = Redactor()
+    for kind in R._KINDS:
+        text = kind.pattern.sub(lambda m, kind=kind: probe._replace(kind, m), text)
+    counts.update(probe.counts)
+    return text
+
+
+def _corpus() -> list[str]:
+    """Every string of the sample sessions and fixtures, the test texts, and real-sized bench sessions,
+    plus variants with secrets, odd case and non-ASCII look-alikes planted in them."""
+    import random
+    from bench.sessions import plugin_dspy, plugin_raw, _Gen
+    texts: list[str] = []
+
+    def walk(v):
+        if isinstance(v, str):
+            texts.append(v)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    for path in [*sample_files(), *sorted((ROOT_DIR / "tests" / "fixtures").rglob("*.json"))]:
+        try:
+            walk(json.loads(path.read_text(encoding="utf-8")))
+        except ValueError:
+            pass
+    for i in range(12):
+        s = _Gen(i).session(i)
+        walk(plugin_dspy(s) if i % 2 else plugin_raw(s))
+    texts += [t for t, _ in SECRETS.values()] + ORDINARY
+    rnd = random.Random(5)
+    plants = [t for t, _ in SECRETS.values()] + ["API_KEY='abc12345'", "Token:  x1y2z3w4", "bearer abc", "pwd=abcd",
+                                                 "SK-proj-EXAMPLEexampleEXAMPLEexample01", "toKen=K1234567",
+                                                 "ſecret=abc12345", "apİ_key=abc12345", "SERVICE_KEY=zz99zz99",
+                                                 "aws_secret_access_key\": \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"]
+    for base in rnd.sample(texts, 400):
+        cut = rnd.randint(0, len(base))
+        texts.append(base[:cut] + rnd.choice(plants) + rnd.choice(["", "\n", " ", "\"", "'"]) + base[cut:])
+    return texts
+
+
+ROOT_DIR = __import__("pathlib").Path(__file__).resolve().parent.parent
+
+
+def test_fast_redaction_equals_running_each_pattern_in_turn():
+    from collections import Counter
+    texts = _corpus()
+    assert len(texts) > 2000
+    fast, slow = Redactor(), Counter()
+    changed = 0
+    for text in texts:
+        expected = _reference_text(text, slow)
+        assert fast.text(text) == expected, text[:200]
+        changed += expected != text
+    assert fast.counts == slow
+    assert changed > 100  # the corpus does exercise the patterns
+
+
+def test_json_line_equals_dumping_the_redacted_value():
+    from lib.files import dumps
+    from bench.sessions import plugin_dspy, plugin_raw, _Gen
+    values = [load_json(p) for p in sample_files()]
+    values += [plugin_dspy(_Gen(i).session(i)) for i in range(6)] + [plugin_raw(_Gen(i).session(i)) for i in range(6)]
+    values.append({"args": {"password": "hunter2secretXYZ", "apiKey": 12345678, "token": None, "secret": "",
+                            "credentials": {"user": "u", "pass": "p"}, "env": {"AWS_SECRET_ACCESS_KEY": "x" * 40},
+                            "max_tokens": 256, "prompt_tokens": "1234 token=abcd1234"},
+                   "text": "say \"password=s3cr3t-1\"\n\ttoken:\tabcd1234 é 日本 \u2028"})
+    for value in values:
+        slow, fast = Redactor(), Redactor()
+        assert fast.json_line(dumps(value)) == dumps(slow.value(value))
+        assert fast.counts == slow.counts
+
+
+# --- a redacted value never spans a line break -----------------------------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "    if not api_key:\n00063|         raise RuntimeError('no key')",
+    "password:\n  - hunter2secret",
+    "token =\n123456789",
+    'secret: "\n  abcd1234"',
+])
+def test_a_redacted_value_never_spans_a_line_break(text):
+    r = Redactor()
+    assert r.text(text) == text
+    assert r.total == 0
+
+
+def test_code_read_with_line_numbers_keeps_them_around_a_secret():
+    r = Redactor()
+    text = ("<file>\n00062| def load():\n00063|     if not api_key:\n00064|         password = 'hunter2secret'\n"
+            "00065| -----BEGIN RSA PRIVATE KEY-----\n00066| MIIEowIBAAKCAQEAEXAMPLEKEY\n"
+            "00067| -----END RSA PRIVATE KEY-----\n00068| return\n</file>")
+    out = r.text(text)
+    assert out == ("<file>\n00062| def load():\n00063|     if not api_key:\n00064|         password = "
+                   "'[REDACTED:password]'\n00065| [REDACTED:private_key]\n00066| \n00067| \n00068| return\n</file>")
+    assert [line.split("|")[0] for line in out.splitlines()[1:-1]] == [f"{n:05d}" for n in range(62, 69)]
+    assert r.counts == {"password": 1, "private_key": 1}
+
+
+# --- values under a key that names a secret --------------------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["password", "passwd", "pwd", "secret", "token", "api_key", "apiKey", "API_KEY",
+                                 "access_key", "accessKey", "private_key", "privateKey", "credentials",
+                                 "Authorization", "authorization", "AWS_SECRET_ACCESS_KEY", "GITHUB_TOKEN",
+                                 "CLIENT_SECRET", "x-api-key", "db_password", "refreshToken", "client_secret",
+                                 "SERVICE_KEY", "passphrase"])
+def test_keys_that_name_a_secret(key):
+    from lib.redact import secret_key
+    assert secret_key(key)
+
+
+@pytest.mark.parametrize("key", ["passwordField", "max_tokens", "prompt_tokens", "token_count", "tokenizer",
+                                 "secretName", "key", "primary_key", "sort_key", "keyboard", "apiKeyHeader",
+                                 "description", "filePath", "command", "tokens", "author"])
+def test_keys_that_only_mention_a_secret(key):
+    from lib.redact import secret_key
+    assert not secret_key(key)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ({"password": "hunter2secretXYZ"}, {"password": "[REDACTED:password]"}),
+    ({"apiKey": "abcd1234efgh5678"}, {"apiKey": "[REDACTED:password]"}),
+    ({"env": {"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}},
+     {"env": {"AWS_SECRET_ACCESS_KEY": "[REDACTED:password]"}}),
+    ({"token": 12345678}, {"token": "[REDACTED:password]"}),
+    ({"credentials": {"user": "bob", "password": "x"}}, {"credentials": "[REDACTED:password]"}),
+    ({"secrets": ["a"], "client_secret": ["s3cr3t", "other"]}, {"secrets": ["a"], "client_secret": "[REDACTED:password]"}),
+    ({"apiKey": "sk-proj-EXAMPLEexampleEXAMPLEexample0123456789"}, {"apiKey": "[REDACTED:openai_key]"}),
+    ({"Authorization": "Bearer EXAMPLEtokenEXAMPLEtoken0000"}, {"Authorization": "[REDACTED:password]"}),
+    # nothing to hide: empty, null, a flag, a reference to where the secret lives
+    ({"password": "", "token": None, "secret": True, "apiKey": "${API_KEY}", "GITHUB_TOKEN": "{env:GITHUB_TOKEN}"},
+     {"password": "", "token": None, "secret": True, "apiKey": "${API_KEY}", "GITHUB_TOKEN": "{env:GITHUB_TOKEN}"}),
+    ({"passwordField": "string", "max_tokens": 256}, {"passwordField": "string", "max_tokens": 256}),
+])
+def test_a_value_under_a_secret_key_is_redacted_whatever_its_shape(value, expected):
+    r = Redactor()
+    assert r.value(value) == expected
+    assert r.total == json.dumps(expected).count("[REDACTED:")
+    again = Redactor()
+    assert again.value(expected) == expected and again.total == 0

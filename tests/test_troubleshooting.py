@@ -182,6 +182,14 @@ def metric_no_module(tmp: Path) -> str:
     return _cli("validate", "--params", str(override))
 
 
+def metric_select_on(tmp: Path) -> str:
+    from lib import params as P
+    _user_metric(tmp)
+    (tmp / "doc_metrics.py").write_text("def ok(example, prediction, trace=None):\n    return 1.0\n")
+    return _error(lambda: P.load(overrides={"optimization.metric": "doc_metrics:ok",
+                                            "optimization.select_on": "replay"}))
+
+
 def metric_signature(tmp: Path) -> str:
     from lib import custom_metric
     _user_metric(tmp)

@@ -1,12 +1,15 @@
 """Input readers, one per format. Adding a format = one module here + one schema + one entry below."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lib.session import Session
 from lib.sources.claude_code import ClaudeCodeReader
 from lib.sources.common import InputError, Reader, Rejected
+from lib.sources.opencode import link
 from lib.sources.opencode_db import OpenCodeDbReader
 from lib.sources.opencode_export import OpenCodeExportReader
 from lib.sources.opencode_storage import OpenCodeStorageReader
@@ -23,6 +26,7 @@ READERS: list[Reader] = [
     ClaudeCodeReader(),
     OpenCodeExportReader(),
 ]
+_BY_NAME = {r.name: r for r in READERS}
 
 # Folders that never hold sessions: OpenCode's data dir keeps git snapshots and binaries beside storage/.
 _IGNORED_DIRS = {"snapshot", "bin", "log", "node_modules", "__pycache__"}
@@ -56,24 +60,76 @@ def _claim(path: Path) -> Reader | None:
     return next((r for r in READERS if r.detect(path)), None)
 
 
-def read_all(root: Path, extra: list[Path] = ()) -> Iterator[tuple[str, Session | Rejected]]:
-    """Yield (relative path, session or rejection) for every input; one bad input never stops the rest."""
-    for path in [*walk(root)] + [(p, _claim(p)) for p in extra]:
-        file, reader = path
+_UNKNOWN = ("not a recognised session file (expected the plugin's dspy-<id>.json or session-<id>.json, an "
+            "`opencode export` JSON, an OpenCode storage/ tree, opencode.db or a Claude Code .jsonl transcript); "
+            "move it out of the logs folder")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of reading: a whole input, or one chunk of an input that holds many sessions.
+
+    Tasks are independent (they can run in other processes) except for linking subagent sessions
+    to their callers, which `link` does in task order afterwards.
+    """
+
+    path: Path
+    rel: str  # the input, relative to the logs directory
+    reader: str | None  # None: no reader claims the input
+    unit: Any = None  # the reader's chunk (database session ids, storage session files); None = all of it
+    error: str | None = None  # the input could not even be split into chunks
+
+
+def plan(root: Path, extra: Iterable[Path] = ()) -> Iterator[Task]:
+    """Every input under root (then `extra`), in sorted order, as tasks."""
+    for file, reader in [*walk(root)] + [(p, _claim(p)) for p in extra]:
         rel = _relative(file, root)
-        if reader is None:
-            yield rel, Rejected(rel, "not a recognised session file (expected the plugin's dspy-<id>.json or "
-                                     "session-<id>.json, an `opencode export` JSON, an OpenCode storage/ tree, "
-                                     "opencode.db or a Claude Code .jsonl transcript); "
-                                     "move it out of the logs folder")
+        units = getattr(reader, "units", None)
+        if reader is None or units is None:
+            yield Task(file, rel, reader.name if reader else None)
             continue
         try:
-            for item in reader.read(file, rel):
-                yield rel, item
+            chunks = units(file)
         except InputError as exc:
-            yield rel, Rejected(rel, str(exc))
+            yield Task(file, rel, reader.name, error=str(exc))
+            continue
         except OSError as exc:
-            yield rel, Rejected(rel, f"cannot be read: {exc.strerror or exc}")
+            yield Task(file, rel, reader.name, error=f"cannot be read: {exc.strerror or exc}")
+            continue
+        for chunk in chunks:
+            yield Task(file, rel, reader.name, unit=chunk)
+
+
+def run(task: Task) -> Iterator[tuple[Session | Rejected, list[str] | None]]:
+    """The sessions and rejections of one task. A session read from a chunk comes with the ids of
+    the child sessions it started (for `link`); otherwise with None. Never raises for bad input."""
+    if task.error is not None:
+        yield Rejected(task.rel, task.error), None
+        return
+    if task.reader is None:
+        yield Rejected(task.rel, _UNKNOWN), None
+        return
+    reader = _BY_NAME[task.reader]
+    try:
+        if task.unit is None:
+            for item in reader.read(task.path, task.rel):
+                yield item, None
+        else:
+            yield from reader.read_unit(task.path, task.rel, task.unit)
+    except InputError as exc:
+        yield Rejected(task.rel, str(exc)), None
+    except OSError as exc:
+        yield Rejected(task.rel, f"cannot be read: {exc.strerror or exc}"), None
+
+
+def read_all(root: Path, extra: Iterable[Path] = ()) -> Iterator[tuple[str, Session | Rejected]]:
+    """Yield (relative path, session or rejection) for every input; one bad input never stops the rest."""
+    parents: dict[str, dict[str, str]] = {}  # per input: child id -> caller
+    for task in plan(root, extra):
+        for item, children in run(task):
+            if children is not None and isinstance(item, Session):
+                link(item, children, parents.setdefault(task.rel, {}))
+            yield task.rel, item
 
 
 def _relative(path: Path, root: Path) -> str:

@@ -16,15 +16,12 @@ Mapping rules (why they are what they are):
 """
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
-from lib.schema import problems, validator
+from lib.schema import schema_errors
 from lib.session import (STATUS_ERROR, STATUS_OK, STATUS_UNKNOWN, Action, Context, Message, Outcome, Session,
                          Turn, Usage)
 from lib.sources.common import as_dict, as_list, clean_task
@@ -41,15 +38,9 @@ _PATCH_HEADER = re.compile(r"^\*\*\* (?:Add File|Update File|Delete File|Move to
 # ---------------------------------------------------------------- validation
 
 
-@functools.cache
-def _part_validator(definition: str) -> jsonschema.protocols.Validator:
-    """A validator for one `$defs` entry of the export schema (the DB and tree hold single objects)."""
-    full = validator(SCHEMA)
-    return full.evolve(schema={"$defs": full.schema["$defs"], "$ref": f"#/$defs/{definition}"})
-
-
 def _problems(instance: Any, definition: str, limit: int = 5) -> list[str]:
-    return problems(_part_validator(definition), instance, limit)
+    """Problems of one `$defs` entry of the export schema (the DB and tree hold single objects)."""
+    return schema_errors(instance, SCHEMA, limit, definition=definition)
 
 
 def session_problems(info: Any) -> list[str]:
@@ -102,12 +93,15 @@ def to_session(info: dict[str, Any], messages: list[RawMessage], source: str, re
     )
 
 
-def linked_session(info: dict[str, Any], messages: list[RawMessage], source: str, rel: str,
-                   parents: dict[str, str]) -> Session | None:
-    """to_session, after noting the child sessions this one started (readers go parents first)."""
-    for child in task_links(messages):
-        parents.setdefault(child, info["id"])
-    return to_session(info, messages, source, rel, parent_hint=parents.get(info["id"]))
+def link(session: Session, children: list[str], parents: dict[str, str]) -> None:
+    """Note the child sessions `session` started and, if it names no caller, take the one that started it.
+
+    Readers that link sessions go parents first, so a caller is always seen before its children;
+    sessions may be mapped apart (in other processes) as long as they are linked in that order."""
+    for child in children:
+        parents.setdefault(child, session.id)
+    if session.parent_id is None:
+        session.parent_id = parents.get(session.id)
 
 
 def _order(message: RawMessage) -> tuple[int, str]:

@@ -3,6 +3,8 @@
 Opened read-only (`mode=ro`): the file is never written, and in WAL mode reading is safe while
 OpenCode runs. Sessions are streamed one at a time, because real databases reach gigabytes.
 A message or part that does not match the export schema rejects only its session.
+The session ids are listed first; chunks of them can then be read in parallel, each over its
+own read-only connection, and linked to their callers in order afterwards.
 """
 from __future__ import annotations
 
@@ -15,12 +17,15 @@ from typing import Any
 
 from lib.session import Session
 from lib.sources.common import InputError, Rejected, read_head
-from lib.sources.opencode import SCHEMA, RawMessage, linked_session, message_problems, session_problems
+from lib.sources.opencode import (SCHEMA, RawMessage, link, message_problems, session_problems, task_links,
+                                  to_session)
 
 _MAGIC = b"SQLite format 3\x00"
 _NEEDED = ("session", "message", "part")
 # How long to wait when OpenCode holds a lock that blocks readers (rollback-journal databases only).
 _BUSY_SECONDS = 10.0
+# Sessions per unit of work: enough to pay for a connection, few enough to keep memory flat.
+_CHUNK = 32
 
 _MESSAGES = """
 SELECT m.id, m.data, p.id, p.data
@@ -39,61 +44,76 @@ class OpenCodeDbReader:
         return read_head(path, len(_MAGIC)) == _MAGIC
 
     def read(self, path: Path, rel: str) -> Iterator[Session | Rejected]:
+        parents: dict[str, str] = {}  # child id -> caller, from task tool metadata
+        for unit in self.units(path):
+            for item, children in self.read_unit(path, rel, unit):
+                if isinstance(item, Session):
+                    link(item, children, parents)
+                yield item
+
+    def units(self, path: Path) -> list[tuple[str, ...]]:
+        """Session ids, oldest first (a parent before the children its `task` calls started), in chunks
+        that can be read apart, each over its own connection: only ids are held, never sessions."""
         con = connect_readonly(path)
         try:
-            yield from self._sessions(con, rel)
+            try:
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            except sqlite3.DatabaseError as exc:
+                raise InputError(f"not a readable SQLite database ({exc}); point data.opencode_db at OpenCode's "
+                                 f"opencode.db (usually ~/.local/share/opencode/opencode.db)") from None
+            missing = [t for t in _NEEDED if t not in tables]
+            if missing:
+                raise InputError(f"SQLite database without OpenCode's {', '.join(missing)} table(s); "
+                                 f"this is not an opencode.db, remove it from the logs folder")
+            try:
+                ids = [r[0] for r in con.execute("SELECT id FROM session ORDER BY time_created, id")]
+            except sqlite3.DatabaseError as exc:
+                raise _damaged(0, exc) from None
         finally:
             con.close()
+        return [tuple(ids[i:i + _CHUNK]) for i in range(0, len(ids), _CHUNK)]
 
-    def _sessions(self, con: sqlite3.Connection, rel: str) -> Iterator[Session | Rejected]:
+    def read_unit(self, path: Path, rel: str, ids: tuple[str, ...]
+                  ) -> Iterator[tuple[Session | Rejected, list[str]]]:
+        """The sessions `ids` in that order, each with the child sessions it started (not yet linked)."""
+        con = connect_readonly(path)
         try:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        except sqlite3.DatabaseError as exc:
-            raise InputError(f"not a readable SQLite database ({exc}); point data.opencode_db at OpenCode's "
-                             f"opencode.db (usually ~/.local/share/opencode/opencode.db)") from None
-        missing = [t for t in _NEEDED if t not in tables]
-        if missing:
-            raise InputError(f"SQLite database without OpenCode's {', '.join(missing)} table(s); "
-                             f"this is not an opencode.db, remove it from the logs folder")
-        has_newer_messages = "session_message" in tables
-        columns = {r[1] for r in con.execute("PRAGMA table_info(session)")}
-        wanted = [c for c in ("id", "parent_id", "project_id", "directory", "title", "version",
-                              "time_created", "time_updated") if c in columns]
-        parents: dict[str, str] = {}  # child id -> caller, from task tool metadata
-        done = 0
-        try:  # oldest first, so a parent is seen before the children its `task` calls started
-            rows = con.execute(f"SELECT {', '.join(wanted)} FROM session ORDER BY time_created, id")
-        except sqlite3.DatabaseError as exc:
-            raise _damaged(done, exc) from None
-        while True:
+            has_newer_messages = "session_message" in tables
+            columns = {r[1] for r in con.execute("PRAGMA table_info(session)")}
+            wanted = [c for c in ("id", "parent_id", "project_id", "directory", "title", "version",
+                                  "time_created", "time_updated") if c in columns]
             try:
-                row = rows.fetchone()
+                rows = {r[0]: r for r in con.execute(
+                    f"SELECT {', '.join(wanted)} FROM session WHERE id IN ({', '.join('?' * len(ids))})", ids)}
             except sqlite3.DatabaseError as exc:
-                raise _damaged(done, exc) from None
-            if row is None:
-                return
-            done += 1
-            info = _session_info(dict(zip(wanted, row)))
-            where = f"{rel}#{info.get('id')}"
-            problems = session_problems(info)
-            if problems:
-                yield Rejected(where, "session row does not match schemas/" + SCHEMA + ": " + "; ".join(problems))
-                continue
-            try:
-                messages = _messages(con, info["id"])
-            except InputError as exc:
-                yield Rejected(where, str(exc))
-                continue
-            except sqlite3.DatabaseError as exc:
-                yield Rejected(where, f"its messages cannot be read ({exc}); the database may be damaged")
-                continue
-            if not messages and has_newer_messages and _in_newer_table(con, info["id"]):
-                yield Rejected(where, "stored only in the newer session_message table, which is not read yet; "
-                                      "use `opencode export <id>` for this session")
-                continue
-            session = linked_session(info, messages, self.name, rel, parents)
-            if session is not None:
-                yield session
+                raise _damaged(0, exc) from None
+            for sid in ids:
+                if sid not in rows:
+                    continue  # deleted since the ids were listed
+                info = _session_info(dict(zip(wanted, rows[sid])))
+                where = f"{rel}#{info.get('id')}"
+                problems = session_problems(info)
+                if problems:
+                    yield Rejected(where, "session row does not match schemas/" + SCHEMA + ": " + "; ".join(problems)), []
+                    continue
+                try:
+                    messages = _messages(con, info["id"])
+                except InputError as exc:
+                    yield Rejected(where, str(exc)), []
+                    continue
+                except sqlite3.DatabaseError as exc:
+                    yield Rejected(where, f"its messages cannot be read ({exc}); the database may be damaged"), []
+                    continue
+                if not messages and has_newer_messages and _in_newer_table(con, info["id"]):
+                    yield Rejected(where, "stored only in the newer session_message table, which is not read yet; "
+                                          "use `opencode export <id>` for this session"), []
+                    continue
+                session = to_session(info, messages, self.name, rel)
+                if session is not None:
+                    yield session, task_links(messages)
+        finally:
+            con.close()
 
 
 def _damaged(done: int, exc: sqlite3.DatabaseError) -> InputError:

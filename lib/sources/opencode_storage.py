@@ -16,7 +16,10 @@ from typing import Any
 
 from lib.session import Session
 from lib.sources.common import InputError, Rejected, load_json_file
-from lib.sources.opencode import SCHEMA, RawMessage, linked_session, message_problems, session_problems
+from lib.sources.opencode import (SCHEMA, RawMessage, link, message_problems, session_problems, task_links,
+                                  to_session)
+
+_CHUNK = 32  # session files per unit of work
 
 
 class OpenCodeStorageReader:
@@ -28,25 +31,39 @@ class OpenCodeStorageReader:
             (path / "message").is_dir() or (path / "session" / "info").is_dir())
 
     def read(self, path: Path, rel: str) -> Iterator[Session | Rejected]:
+        parents: dict[str, str] = {}  # child id -> caller, from task tool metadata
+        for unit in self.units(path):
+            for item, children in self.read_unit(path, rel, unit):
+                if isinstance(item, Session):
+                    link(item, children, parents)
+                yield item
+
+    def units(self, path: Path) -> list[tuple[str, ...]]:
+        """Session files in chunks that can be read apart (and linked to their callers in order after)."""
         if not (path / "message").is_dir():
             raise InputError("OpenCode storage from before ~0.4 (session/info/ layout) is not supported; open "
                              "the project once with a current OpenCode, which migrates it, and parse opencode.db")
         # Session ids descend with time: reverse order reads parents before the children they started.
         files = sorted((path / "session").glob("*/*.json"), key=lambda f: f.stem, reverse=True)
-        parents: dict[str, str] = {}  # child id -> caller, from task tool metadata
-        for file in files:
+        names = [f.relative_to(path).as_posix() for f in files]
+        return [tuple(names[i:i + _CHUNK]) for i in range(0, len(names), _CHUNK)]
+
+    def read_unit(self, path: Path, rel: str, names: tuple[str, ...]
+                  ) -> Iterator[tuple[Session | Rejected, list[str]]]:
+        for name in names:
+            file = path / name
             where = f"{rel}#{file.stem}"
             try:
                 info, messages = _load(path, file)
             except InputError as exc:
-                yield Rejected(where, str(exc))
+                yield Rejected(where, str(exc)), []
                 continue
             except OSError as exc:
-                yield Rejected(where, f"cannot be read: {exc}")
+                yield Rejected(where, f"cannot be read: {exc}"), []
                 continue
-            session = linked_session(info, messages, self.name, rel, parents)
+            session = to_session(info, messages, self.name, rel)
             if session is not None:
-                yield session
+                yield session, task_links(messages)
 
 
 def _load(root: Path, file: Path) -> tuple[dict[str, Any], list[RawMessage]]:

@@ -1,0 +1,92 @@
+"""Per-input demos (optimizer knn) against the fixed labeled demos, on the test split.
+
+    python bench/knn.py                                   # params.yaml settings (k and fields chosen on val)
+    python bench/knn.py --set 'optimization.knn.k=[3]' --set 'optimization.knn.fields=[[task]]'
+    python bench/knn.py --labeled metrics/optimized_examples.json   # labeled side from a labeled run's records
+
+Run `dvc repro split` first. Both programs are scored on the whole test split with the params'
+student; the table gives the composite and every component, and the paired bootstrap 95% CI of
+the knn - labeled difference per component (same examples, resampled together). The model cache
+makes a repeated run free.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import yaml  # noqa: E402
+
+from lib import params as P  # noqa: E402
+from lib.agent import Agent  # noqa: E402
+from lib.evaluate import Evaluation, evaluate, paired_bootstrap_ci  # noqa: E402
+from lib.metric import Metric  # noqa: E402
+from lib.optimize import optimize  # noqa: E402
+from lib.runtime import load_examples, load_rows, start  # noqa: E402
+
+COMPONENTS = ("tool_validity", "plan_coherence", "first_action", "reasoning_quality", "efficiency")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="params override, e.g. optimization.knn.k=[3] (repeatable)")
+    ap.add_argument("--labeled", type=Path, metavar="FILE",
+                    help="per-example test records of a labeled run (metrics/optimized_examples.json of "
+                         "`dvc repro` with optimizer labeled) instead of scoring labeled again")
+    args = ap.parse_args()
+    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    p = P.load(overrides=overrides)
+    opt, seed = p["optimization"], p["data"]["random_seed"]
+    rt = start(p, with_teacher=False)
+    metric = Metric(opt["metric_weights"])
+    test = load_rows("test")
+    train = load_examples("train", opt["max_train_examples"], seed)
+    val = load_examples("val", opt["max_val_examples"], seed)
+    print(f"test {len(test)}, train {len(train)}, val {len(val)}; student "
+          f"{p['models']['student']['provider']}/{p['models']['student']['model']}; "
+          f"labeled k={opt['labeled']['k']}, knn k in {opt['knn']['k']}, fields in {opt['knn']['fields']}", flush=True)
+
+    results = {}
+    if args.labeled:
+        records = json.loads(args.labeled.read_text(encoding="utf-8"))
+        by_id = {r["id"]: r for r in records}
+        if set(by_id) != {r["id"] for r in test}:
+            sys.exit(f"{args.labeled} does not hold the current test split's examples; run without --labeled")
+        results["labeled"] = Evaluation(score=0.0, components={}, n=len(test), unparsed=0, errors=0,
+                                        per_example=[by_id[r["id"]] for r in test])
+        print(f"labeled: per-example test records from {args.labeled}", flush=True)
+    for name in [n for n in ("labeled", "knn") if n not in results]:
+        t0 = time.monotonic()
+        program = optimize(name, opt[name], Agent(), train, val, metric, None, rt.student, opt["num_threads"], seed)
+        chosen = f" (k={program.k}, fields={'+'.join(program.fields)})" if name == "knn" else ""
+        results[name] = evaluate(program, test, metric, opt["num_threads"], name, rt.ledger.status)
+        print(f"{name}{chosen}: test score {results[name].score:.3f} in {time.monotonic() - t0:.0f}s "
+              f"({rt.ledger.status()})", flush=True)
+
+    lab, knn = results["labeled"], results["knn"]
+    print("\n| measure | labeled | knn | knn - labeled | paired 95% CI |")
+    print("|---|---|---|---|---|")
+    for part in ("score", *COMPONENTS):
+        before = [_value(r, part) for r in lab.per_example]
+        after = [_value(r, part) for r in knn.per_example]
+        pairs = [(b, a) for b, a in zip(before, after) if b is not None and a is not None]
+        if not pairs:
+            continue
+        b_mean = sum(b for b, _ in pairs) / len(pairs)
+        a_mean = sum(a for _, a in pairs) / len(pairs)
+        lo, hi = paired_bootstrap_ci([b for b, _ in pairs], [a for _, a in pairs])
+        print(f"| {part} | {b_mean:.3f} | {a_mean:.3f} | {a_mean - b_mean:+.3f} | {lo:+.3f}..{hi:+.3f} |")
+    print(f"\nn={len(test)} test examples; {rt.ledger.status()}")
+
+
+def _value(record: dict, part: str) -> float | None:
+    return record["score"] if part == "score" else record["components"].get(part)
+
+
+if __name__ == "__main__":
+    main()

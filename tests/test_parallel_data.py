@@ -1,0 +1,82 @@
+"""The data stages use every core, and what they write does not depend on how many: parse and
+build_examples give the same bytes with one worker and with several."""
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+from bench.sessions import write_logs
+from lib.example_set import build_file
+from lib.examples import Filters
+from lib.files import dumps, read_jsonl
+from lib.ingest import SessionFilter, parse
+from lib.session import line_ids
+from lib.split import row_groups
+
+ROOT = Path(__file__).resolve().parent.parent
+FIX = ROOT / "tests" / "fixtures"
+
+
+def _mixed_logs(dest: Path) -> Path:
+    """Real-sized plugin sessions and one input of every other format, bad files included, and an
+    opencode.db whose subagent is linked to its caller only through the caller's `task` call."""
+    write_logs(dest / "bench", 40)
+    for name in ("valid-current.json", "valid-legacy.json", "bad-json.json", "empty.json", "wrong-type.json"):
+        shutil.copy(FIX / "plugin" / name, dest / f"dspy-{name}")
+    shutil.copytree(FIX / "opencode" / "exports", dest / "exports")
+    shutil.copytree(FIX / "opencode" / "storage", dest / "storage")
+    shutil.copytree(FIX / "opencode" / "claude", dest / "claude")
+    shutil.copy(FIX / "opencode" / "real" / "opencode.db", dest / "opencode.db")
+    con = sqlite3.connect(dest / "opencode.db")
+    con.execute("UPDATE session SET parent_id = NULL")
+    con.commit()
+    con.close()
+    return dest
+
+
+def _parse(logs: Path, out: Path, workers: int) -> tuple[dict, bytes, bytes]:
+    report = parse(str(logs), None, True, False, SessionFilter(), out / "sessions.jsonl", out / "rejected.jsonl",
+                   workers=workers)
+    report.pop("warning")  # names the output folder
+    return report, (out / "sessions.jsonl").read_bytes(), (out / "rejected.jsonl").read_bytes()
+
+
+def test_parse_writes_the_same_bytes_with_one_worker_or_two(tmp_path):
+    logs = _mixed_logs(tmp_path / "logs")
+    one = _parse(logs, tmp_path / "one", 1)
+    two = _parse(logs, tmp_path / "two", 2)
+    assert one == two
+    report = one[0]
+    assert report["sessions"] > 40 and report["invalid_files"] == 3 and report["redactions"] > 0
+    sessions = read_jsonl(tmp_path / "two" / "sessions.jsonl")
+    db = {s["id"]: s for s in sessions if s["source"] == "opencode-db"}
+    child = next(s for s in db.values() if (s["title"] or "").startswith("Summarize a file"))
+    assert child["parent_id"] in db  # found through the caller's task call, in the worker-read chunks too
+
+
+def test_build_examples_writes_the_same_bytes_with_one_worker_or_two(tmp_path):
+    logs = _mixed_logs(tmp_path / "logs")
+    _parse(logs, tmp_path, 2)
+    results = []
+    for workers in (1, 2):
+        filters = Filters(True, "finish_stop", 0.0, 0.3, None)
+        out = tmp_path / f"examples-{workers}.jsonl"
+        built = build_file(tmp_path / "sessions.jsonl", out, filters, "step", 6, 1200, workers=workers)
+        results.append((out.read_bytes(), built.examples, built.tools, filters.removed, filters.seen))
+    assert results[0] == results[1]
+    assert results[0][1] > 100
+
+
+def test_ids_of_lines_laid_out_otherwise_are_still_read(tmp_path):
+    row = {"context": {"files": ["a"]}, "id": "ses_1", "parent_id": "ses_0", "turns": []}
+    assert line_ids(dumps(row)) == ("ses_1", "ses_0")
+    assert line_ids(json.dumps(row, indent=1)) == ("ses_1", "ses_0")  # not canonical: parsed whole
+    example = {"gold": {"args": {"group_id": "no", "x": ',"session_id":"no"'}}, "group_id": "g", "id": "s/t0",
+               "session_id": "s", "step": None, "turn": 0}
+    assert row_groups(dumps(example).encode()) == ("g", "s")
+    assert row_groups(dumps({**example, "tags": ["x"]}).encode()) == ("g", "s")  # a key after session_id
+    assert row_groups(json.dumps(example).encode()) == ("g", "s")  # not canonical: parsed whole
+    odd = {**example, "group_id": 'g"1é', "session_id": "s\\2"}
+    assert row_groups(dumps(odd).encode()) == ('g"1é', "s\\2")

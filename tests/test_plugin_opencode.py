@@ -1,0 +1,132 @@
+"""The exported plugin inside the real OpenCode: the demos in the request are the ones Python picks.
+
+Each test runs the pinned `opencode run` in a throw-away HOME and project, with the plugin and a
+bank exported from the sample sessions in `.opencode/plugin/`, against a loopback endpoint that
+records every request body (lib.opencode.recorder). No model is involved.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lib.agent import to_example
+from lib.examples import Filters, build
+from lib.opencode import plugin
+from lib.opencode.recorder import Recorder, ToolCall, is_title_request, system_text
+from lib.redact import Redactor
+from lib.retrieval import Index, query_text
+from lib.session import Session
+from lib.sources import read_all
+from lib.sources.common import Rejected
+
+pytestmark = pytest.mark.timeout(900)
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "smollm2"
+CALC = "def add(a, b):\n    return a - b\n"
+
+
+@pytest.fixture(scope="module")
+def demos() -> list[dict]:
+    sessions = []
+    for _, item in read_all(ROOT / "data" / "sessions"):
+        if not isinstance(item, Rejected):
+            sessions.append(Session.from_dict(Redactor().value(item.to_dict())))
+    rows = build(sessions, Filters(True, "finish_stop", 0.0, 0.3, None), "step", 6, 1200)
+    return [dict(to_example(r)) for r in rows]
+
+
+class Workspace:
+    """A throw-away HOME and git project, with the exported plugin files in .opencode/plugin/."""
+
+    def __init__(self, tmp: Path, opencode: Path, files: dict[str, str]) -> None:
+        self.opencode, self.home, self.project = opencode, tmp / "home", tmp / "project"
+        (self.home / ".config" / "opencode").mkdir(parents=True)
+        (self.project / ".opencode" / "plugin").mkdir(parents=True)
+        subprocess.run(["git", "init", "-q", str(self.project)], check=True)
+        (self.project / "calc.py").write_text(CALC, encoding="utf-8")
+        for rel, text in files.items():
+            (self.project / ".opencode" / rel).write_text(text, encoding="utf-8")
+
+    def run(self, rec: Recorder, task: str, **env: str) -> subprocess.CompletedProcess[str]:
+        config = rec.opencode_config()
+        (self.home / ".config" / "opencode" / "opencode.json").write_text(json.dumps(config), encoding="utf-8")
+        home = str(self.home)
+        full = {k: v for k, v in os.environ.items() if not k.startswith("OPENCODE")}
+        full.update({"HOME": home, "XDG_CONFIG_HOME": f"{home}/.config", "XDG_DATA_HOME": f"{home}/.local/share",
+                     "XDG_CACHE_HOME": f"{home}/.cache", "XDG_STATE_HOME": f"{home}/.local/state",
+                     "PWD": str(self.project), "SHELL": "/bin/bash", **env})
+        done = subprocess.run([str(self.opencode), "run", "--print-logs", "--log-level", "INFO", "--", task],
+                              cwd=self.project, env=full, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        return done
+
+
+def injected(bank: dict, query: str) -> str:
+    """The system text the plugin must add for this query, from Python's own pick."""
+    picks = Index.from_bank(bank).top_k(query, bank["k"])
+    return "\n\n".join([bank["header"], *(bank["demos"][i]["text"] for i in picks)])
+
+
+def tool_output(body: dict) -> str:
+    return next(m["content"] for m in body["messages"] if m.get("role") == "tool")
+
+
+def test_demos_in_the_request_are_the_ones_python_picks(demos, opencode_bin, tmp_path):
+    files = plugin.files(demos, {"k": 3, "fields": ["task", "steps_so_far"]}, 3, 1200)
+    bank = json.loads(files[plugin.BANK_FILE])
+    ws = Workspace(tmp_path, opencode_bin, files)
+    tasks = sorted({d["task"] for d in demos if not d["steps_so_far"]})[:2] + ["Fix the bug in calc.py"]
+    assert len(tasks) == 3
+    read = ToolCall("read", {"filePath": str(ws.project / "calc.py")}, id="call_read_0")
+    for task in tasks:
+        answered: list[int] = []
+
+        def first_reads(index: int, body: dict):
+            # The first agent request gets a read call, so a second request carries a step.
+            if is_title_request(body) or answered:
+                return None
+            answered.append(index)
+            return [read]
+
+        with Recorder("done", model=MODEL, respond=first_reads) as rec:
+            ws.run(rec, task)
+            agent = rec.agent_requests()
+        assert len(agent) == 2, f"{task!r}: {len(agent)} agent requests"
+        context = f"working directory: {ws.project}"
+        first = query_text({"task": task, "steps_so_far": "", "context": context}, bank["fields"])
+        output = " ".join(tool_output(agent[1]).split())
+        steps = f'1. read {json.dumps({"filePath": str(ws.project / "calc.py")})} -> ok: ' + \
+                (output if len(output) <= 120 else output[:119] + "…")
+        second = query_text({"task": task, "steps_so_far": steps, "context": context}, bank["fields"])
+        for body, query in ((agent[0], first), (agent[1], second)):
+            system = system_text(body)
+            assert system.count(bank["header"]) == 1, f"{task!r}: examples block missing or repeated"
+            assert injected(bank, query) in system, f"{task!r}: the request's demos differ from Python's pick"
+        # The step changed what is nearest (a read of calc.py): the two requests need not agree,
+        # but each must match its own query, which the asserts above check.
+
+
+def test_without_a_usable_bank_opencode_runs_with_the_plain_prompt(demos, opencode_bin, tmp_path):
+    files = plugin.files(demos, {"k": 3, "fields": ["task"]}, 3, 1200)
+    files[plugin.BANK_FILE] = "{broken"
+    ws = Workspace(tmp_path, opencode_bin, files)
+    with Recorder("done", model=MODEL) as rec:
+        done = ws.run(rec, "Fix the bug in calc.py")
+        agent = rec.agent_requests()
+    assert agent and "## Examples" not in system_text(agent[0])
+    lines = [line for line in done.stderr.splitlines() if "nearest-demos" in line and "plain prompt" in line]
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert "nearest-demos.json" in lines[0] and "JSON" in lines[0]
+
+
+def test_turned_off_by_the_environment(demos, opencode_bin, tmp_path):
+    ws = Workspace(tmp_path, opencode_bin, plugin.files(demos, {"k": 3, "fields": ["task"]}, 3, 1200))
+    with Recorder("done", model=MODEL) as rec:
+        ws.run(rec, "Fix the bug in calc.py", OPENCODE_NEAREST_DEMOS="off")
+        agent = rec.agent_requests()
+    assert agent and "## Examples" not in system_text(agent[0])
