@@ -272,7 +272,7 @@ def test_ci_script_shares_results_through_the_remote(repo, tmp_path):
     sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
     assert not (clone / "outputs/program.json").exists()
     second = ci(clone, tmp_path / "report-b")
-    for stage in ("baseline", "optimize", "export"):
+    for stage in ("baseline", "optimize", "replay", "export"):
         assert f"Stage '{stage}' didn't change, skipping" in second.stdout, second.stdout
     assert not (clone / ".cache" / "dspy").exists()  # any model call would have opened the model cache
     for rel in ("outputs/prompts/opencode-build-smollm2-135m.jsonc", "outputs/prompts/OPTIMIZED_BUILD.md",
