@@ -37,7 +37,7 @@ def main() -> None:
     p = P.load(overrides=overrides)
     opt, seed = p["optimization"], p["data"]["random_seed"]
     rt = start(p, with_teacher=True)
-    metric = Metric(opt["metric_weights"])
+    metric = Metric.from_params(opt)
     test = load_rows("test")
     train = load_examples("train", opt["max_train_examples"], seed)
     val = load_examples("val", opt["max_val_examples"], seed)
