@@ -17,7 +17,7 @@ def main() -> None:
     p = P.load()
     rt = start(p, with_teacher=False)
     opt = p["optimization"]
-    result = evaluate(Agent(), load_rows("test"), Metric(opt["metric_weights"]), opt["num_threads"],
+    result = evaluate(Agent(), load_rows("test"), Metric.from_params(opt), opt["num_threads"],
                       "baseline", rt.ledger)
     rt.ledger.check()
     write_json("metrics/baseline.json", result.summary())

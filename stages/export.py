@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from lib import params as P
+from lib.charts import write_comparison_chart
 from lib.errors import UserError, run_stage
 from lib.files import read_jsonl, write_json, write_text
 from lib.opencode.export import agent_prompt, comparison_rows, export_settings, load_program, load_scores, \
@@ -51,6 +52,7 @@ def main() -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_json("metrics/comparison.json", comparison_rows(scores))
+    write_comparison_chart("metrics/comparison.svg", comparison_rows(scores))
     print(f"export: {len(files)} file(s) in {OUT_DIR}: " + ", ".join(sorted(files)))
 
 

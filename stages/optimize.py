@@ -25,7 +25,7 @@ def main() -> None:
     p = P.load()
     opt, seed = p["optimization"], p["data"]["random_seed"]
     rt = start(p, with_teacher=True)
-    metric = Metric(opt["metric_weights"])
+    metric = Metric.from_params(opt)
     train_rows = load_rows("train", opt["max_train_examples"], seed)
     val_rows = load_rows("val", opt["max_val_examples"], seed)
     train, val = [to_example(r) for r in train_rows], [to_example(r) for r in val_rows]
