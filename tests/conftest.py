@@ -38,15 +38,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def llama_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A real OpenAI-compatible server on 127.0.0.1 serving SmolLM2 as model `smollm2`; yields its /v1 URL."""
+def _serve_llama(smollm_path: Path, log: Path, *extra: str):
+    """Run `python -m llama_cpp.server` for SmolLM2 as model `smollm2` on a free port; yields its /v1 URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm_path), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "8192", "--model_alias", "smollm2", "--n_threads", "2"],
+             "--port", str(port), "--n_ctx", "8192", "--model_alias", "smollm2", "--n_threads", "2", *extra],
             stdout=out, stderr=subprocess.STDOUT,
             env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})  # see lib/lm.py: no spinning beside the tests
     url = f"http://127.0.0.1:{port}/v1"
@@ -67,6 +65,19 @@ def llama_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A real OpenAI-compatible server on 127.0.0.1 serving SmolLM2 as model `smollm2`; yields its /v1 URL."""
+    yield from _serve_llama(smollm_path, tmp_path_factory.mktemp("llama-server") / "server.log")
+
+
+@pytest.fixture(scope="session")
+def llama_tool_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The same server with OpenAI tool calling (llama.cpp's chatml-function-calling format)."""
+    yield from _serve_llama(smollm_path, tmp_path_factory.mktemp("llama-tool-server") / "server.log",
+                            "--chat_format", "chatml-function-calling")
 
 
 @pytest.fixture(scope="session")

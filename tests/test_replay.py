@@ -7,12 +7,7 @@ a real llama.cpp server speaking OpenAI's tool-calling API.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import dspy
@@ -186,37 +181,6 @@ def test_embedded_model_answers_with_a_native_tool_call(smollm_path):
 # ------------------------------------------------------------------------------ the stage
 
 @pytest.fixture(scope="module")
-def tool_server(smollm_path, tmp_path_factory):
-    """A real llama.cpp OpenAI-compatible server with tool calling (chatml-function-calling)."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("tool-server") / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm_path), "--host", "127.0.0.1",
-             "--port", str(port), "--n_ctx", "8192", "--model_alias", "smollm2", "--n_threads", "2",
-             "--chat_format", "chatml-function-calling"], stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})  # see lib/lm.py: no spinning beside the tests
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(url + "/models", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"llama_cpp.server did not start:\n{log.read_text(errors='replace')[-2000:]}")
-                time.sleep(0.5)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-@pytest.fixture(scope="module")
 def replay_project(tmp_path_factory, smollm_path) -> Path:
     """Data stages run and a labeled program saved (no model call), shared by the stage tests."""
     project = make_project(tmp_path_factory.mktemp("replay"), max_field_chars=300, max_history_messages=2)
@@ -243,8 +207,8 @@ def server_student(url: str) -> dict:
             "temperature": 0.0, "max_tokens": 96, "timeout": 300, "num_retries": 0}
 
 
-def test_stage_replays_both_prompts_on_the_embedded_model_and_a_server(replay_project, tool_server, tmp_path):
-    project = configure(replay_project, tmp_path / "p", max_steps=1, students=[server_student(tool_server)])
+def test_stage_replays_both_prompts_on_the_embedded_model_and_a_server(replay_project, llama_tool_server, tmp_path):
+    project = configure(replay_project, tmp_path / "p", max_steps=1, students=[server_student(llama_tool_server)])
     done = run_stage(project, "replay")
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((project / "metrics" / "replay.json").read_text())
@@ -280,8 +244,8 @@ def test_stage_replays_both_prompts_on_the_embedded_model_and_a_server(replay_pr
     assert "as OpenCode sends it" in jsonc.split("{", 1)[0]
 
 
-def test_request_longer_than_the_context_window_is_counted_not_a_crash(replay_project, tool_server, tmp_path):
-    project = configure(replay_project, tmp_path / "p", max_steps=1, students=[server_student(tool_server)],
+def test_request_longer_than_the_context_window_is_counted_not_a_crash(replay_project, llama_tool_server, tmp_path):
+    project = configure(replay_project, tmp_path / "p", max_steps=1, students=[server_student(llama_tool_server)],
                         context_window=300)
     done = run_stage(project, "replay")
     assert done.returncode == 0, done.stderr[-3000:]
