@@ -19,8 +19,8 @@ def main() -> None:
     p = P.load()
     r, seed = p["replay"], p["data"]["random_seed"]
     program = load_program(read_json("outputs/program.json", RERUN))
-    report, steps, usage = run(p, program, load_rows("train"), load_rows("val"),
-                               load_rows("test", r["max_steps"], seed))
+    val = load_rows("val", p["optimization"]["max_val_examples"], seed)  # the same cap as selection in optimize
+    report, steps, usage = run(p, program, load_rows("train"), val, load_rows("test", r["max_steps"], seed))
     write_json("metrics/replay.json", report)
     for name, records in steps.items():
         write_json(f"metrics/replay_{name}_steps.json", records)
