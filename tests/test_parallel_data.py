@@ -80,3 +80,14 @@ def test_ids_of_lines_laid_out_otherwise_are_still_read(tmp_path):
     assert row_groups(json.dumps(example).encode()) == ("g", "s")  # not canonical: parsed whole
     odd = {**example, "group_id": 'g"1é', "session_id": "s\\2"}
     assert row_groups(dumps(odd).encode()) == ('g"1é', "s\\2")
+
+
+def test_collapsing_a_prefix_of_tool_output_cuts_it_the_same_as_collapsing_all_of_it():
+    import random
+    from lib.examples import _cut, _squeeze
+    rnd = random.Random(3)
+    words = ["a", "bb", "ccc", "x" * 50, " ", "  ", "\n", "\t\t", "é", "日本"]
+    for _ in range(2000):
+        text = "".join(rnd.choice(words) for _ in range(rnd.randint(0, 400)))
+        for limit in (1, 5, 120):
+            assert _cut(_squeeze(text, limit), limit) == _cut(" ".join(text.split()), limit)
