@@ -71,8 +71,11 @@ def test_build_examples_writes_the_same_bytes_with_one_worker_or_two(tmp_path):
 
 def test_ids_of_lines_laid_out_otherwise_are_still_read(tmp_path):
     row = {"context": {"files": ["a"]}, "id": "ses_1", "parent_id": "ses_0", "turns": []}
-    assert line_ids(dumps(row)) == ("ses_1", "ses_0")
-    assert line_ids(json.dumps(row, indent=1)) == ("ses_1", "ses_0")  # not canonical: parsed whole
+    assert line_ids(dumps(row).encode()) == ("ses_1", "ses_0")
+    assert line_ids(dumps({**row, "parent_id": None}).encode()) == ("ses_1", None)
+    assert line_ids(json.dumps(row, indent=1).encode()) == ("ses_1", "ses_0")  # not canonical: parsed whole
+    odd = {**row, "id": 'a"é', "parent_id": "b\\c"}
+    assert line_ids(dumps(odd).encode()) == ('a"é', "b\\c")
     example = {"gold": {"args": {"group_id": "no", "x": ',"session_id":"no"'}}, "group_id": "g", "id": "s/t0",
                "session_id": "s", "step": None, "turn": 0}
     assert row_groups(dumps(example).encode()) == ("g", "s")
