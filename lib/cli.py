@@ -3,7 +3,8 @@
 validate  checks params.yaml, the session logs and both models before anything is spent;
           exits 1 on any problem, printing each with its fix.
 train     runs the pipeline as a DVC experiment (`dvc exp run -S ...`) with overrides that are
-          validated first, then prints the test-split summary from metrics/.
+          validated first, then prints the test-split summary from metrics/ (and, with
+          --output-dir, copies the exported files there).
 clear-cache  empties the project's model-call cache (.cache/dspy).
 """
 from __future__ import annotations
@@ -244,7 +245,9 @@ def summary(root: Path = ROOT) -> str:
             raise UserError(f"metrics/{name} not found; the run did not finish (see the output above)") from None
 
     base, opt = load("baseline.json"), load("optimized.json")
-    usage = [r.get("lm_usage", {}).get("total", {}) for r in (base, opt)]
+    # Usage lives beside the scores, in files a re-run may change (calls vs cache hits).
+    usage = [load(name).get("lm_usage", {}).get("total", {})
+             for name in ("baseline_usage.json", "optimized_usage.json")]
     calls = sum(int(u.get("calls") or 0) for u in usage)
     hits = sum(int(u.get("cache_hits") or 0) for u in usage)
     prompt = sum(int(u.get("prompt_tokens") or 0) for u in usage)
@@ -271,6 +274,39 @@ def summary(root: Path = ROOT) -> str:
     return "\n".join(lines)
 
 
+PROMPTS_DIR = ROOT / "outputs" / "prompts"
+
+
+def output_dir(path: Path | None) -> Path | None:
+    """Check (and create) --output-dir before the run: a folder outside the pipeline's own outputs."""
+    if path is None:
+        return None
+    target = _resolve(str(path)).resolve()
+    outputs = (ROOT / "outputs").resolve()
+    if target == outputs or outputs in target.parents:
+        raise UserError(f"--output-dir {path}: the pipeline rewrites outputs/ on every run; choose a folder "
+                        f"outside it, e.g. --output-dir ~/my-project/.opencode/prompts")
+    if target.exists() and not target.is_dir():
+        raise UserError(f"--output-dir {path}: is a file; give a folder (it is created if missing)")
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--output-dir {path}: cannot create it ({exc.strerror or exc}); "
+                        f"choose a folder you can write to") from None
+    return target
+
+
+def copy_prompts(target: Path, source: Path = PROMPTS_DIR) -> list[str]:
+    """Copy the exported files into `target` (same names; other files there are left alone)."""
+    if not source.is_dir():
+        raise UserError(f"{_shown(source)} not found; the export stage did not run (see the output above)")
+    files = sorted(p.relative_to(source) for p in source.rglob("*") if p.is_file())
+    for rel in files:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / rel, target / rel)
+    return [str(rel) for rel in files]
+
+
 def train(args: argparse.Namespace) -> int:
     if args.experiment_name is not None and not _EXP_NAME.match(args.experiment_name):
         print(f"error: --experiment-name {args.experiment_name!r}: use letters, digits, '.', '_' or '-', "
@@ -279,6 +315,7 @@ def train(args: argparse.Namespace) -> int:
     try:
         overrides = overrides_from(args.params, args.optimizer, args.student_model)
         P.load(P.PARAMS_FILE, overrides)  # every override is checked before DVC starts anything
+        target = output_dir(args.output_dir)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -292,6 +329,9 @@ def train(args: argparse.Namespace) -> int:
         return rc
     try:
         print("\n" + summary(ROOT))
+        if target is not None:
+            copied = copy_prompts(target)
+            print(f"\nexported files copied to {target}: {', '.join(copied)}")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -345,14 +385,16 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m lib.cli", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
     params_help = ("YAML file laid out like params.yaml (all of it or any part); its values override "
-                   "params.yaml for this command")
+                   "params.yaml for this command (--config is another name for it)")
     v = sub.add_parser("validate", help="check params, session logs and models; exit 1 on any problem")
-    v.add_argument("--params", type=Path, help=params_help)
+    v.add_argument("--params", "--config", dest="params", type=Path, help=params_help)
     t = sub.add_parser("train", help="run the pipeline as a DVC experiment and print the results")
     t.add_argument("--experiment-name", "-n", help="name of the DVC experiment")
     t.add_argument("--optimizer", help="optimization.optimizer for this run, e.g. bootstrap")
     t.add_argument("--student-model", help="models.student.model for this run, e.g. qwen2.5-coder:1.5b")
-    t.add_argument("--params", type=Path, help=params_help)
+    t.add_argument("--params", "--config", dest="params", type=Path, help=params_help)
+    t.add_argument("--output-dir", type=Path,
+                   help="also copy the exported OpenCode files (outputs/prompts/) into this folder after the run")
     sub.add_parser("clear-cache", help="empty the model-call cache (.cache/dspy)")
     return ap
 

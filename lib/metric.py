@@ -10,6 +10,10 @@ Components (None = the example has no ground truth for it; it is dropped and the
 - efficiency: min(1, len(gold plan) / len(predicted plan)); an empty plan scores 0.
 
 A prediction whose next_action does not parse scores exactly 0 overall.
+
+A user's own metric (`optimization.metric: module:function`, see lib/custom_metric.py) takes over
+selection; the composite is still computed and reported, and the user's score sits beside it as
+`custom_metric` among the components (with weight 0, so it never enters the composite).
 """
 from __future__ import annotations
 
@@ -23,10 +27,12 @@ from typing import Any
 
 import dspy
 
+from lib import custom_metric
 from lib.agent import GOLD_KEY, INTERNAL_TOOLS, parse_action, parse_plan
 from lib.tools import KEY_ARGS
 
 COMPONENTS = ("tool_validity", "plan_coherence", "first_action", "reasoning_quality", "efficiency")
+CUSTOM = "custom_metric"  # the user's metric, reported beside the components
 
 # Required arguments and their JSON type, per OpenCode's tool schemas (optional ones are left out).
 # Tools not listed here (MCP, custom) only need an args object.
@@ -118,10 +124,10 @@ class Metric:
 
     While bootstrapping (trace is not None) it answers whether the prediction is good enough to
     become a demo: score >= threshold and, where the gold says, the right tool; weak predictions
-    never teach.
+    never teach. With a `custom` metric (`module:function`), that function's score decides instead.
     """
 
-    def __init__(self, weights: Mapping[str, float], threshold: float = 0.5) -> None:
+    def __init__(self, weights: Mapping[str, float], threshold: float = 0.5, custom: str | None = None) -> None:
         known = {k: float(weights.get(k, 0) or 0) for k in COMPONENTS}
         if any(w < 0 for w in known.values()):
             raise ValueError(f"metric weights must be >= 0, got {known}")
@@ -131,8 +137,21 @@ class Metric:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.weights = known
         self.threshold = threshold
+        self.custom = custom
+        self._custom_fn = custom_metric.load(custom) if custom else None
+
+    @classmethod
+    def from_params(cls, optimization: Mapping[str, Any]) -> "Metric":
+        """The metric params.yaml's `optimization` section asks for (weights, and the user's metric)."""
+        return cls(optimization["metric_weights"], custom=optimization.get("metric"))
+
+    def _run_custom(self, example: Any, pred: Any, trace: Any = None) -> custom_metric.Answer:
+        return custom_metric.answer(self.custom, self._custom_fn(example, pred, trace))
 
     def __call__(self, example: Any, pred: Any, trace: Any = None) -> float | bool:
+        if self._custom_fn is not None:
+            score = self._run_custom(example, pred, trace).score
+            return score if trace is None else score >= self.threshold
         scores = self.components(example, pred)
         value = self.combine(scores)
         if trace is None:
@@ -141,9 +160,13 @@ class Metric:
         return value >= self.threshold and scores.get("first_action") != 0
 
     def components(self, example: Any, pred: Any) -> dict[str, float | None]:
-        """The components this metric uses (weight > 0) for one example; None = no ground truth."""
+        """The components this metric uses (weight > 0) for one example, and the custom metric
+        under CUSTOM when there is one; None = no ground truth."""
         scores = _judge(*_unpack(example, pred))[0]
-        return {k: v for k, v in scores.items() if self.weights[k] > 0}
+        used: dict[str, float | None] = {k: v for k, v in scores.items() if self.weights[k] > 0}
+        if self._custom_fn is not None:
+            used[CUSTOM] = self._run_custom(example, pred).score
+        return used
 
     def combine(self, scores: Mapping[str, float | None]) -> float:
         """The composite of component scores under this metric's weights."""
@@ -162,6 +185,9 @@ class Metric:
         """GEPA's metric protocol: the same score (never a bool), with the feedback text."""
         scores, notes = _judge(*_unpack(gold, pred))
         used = {k: v for k, v in scores.items() if self.weights[k] > 0}
+        if self._custom_fn is not None:
+            own = self._run_custom(gold, pred, trace)
+            return dspy.Prediction(score=own.score, feedback=own.feedback or self._feedback(scores, notes))
         return dspy.Prediction(score=composite(used, self.weights), feedback=self._feedback(scores, notes))
 
     def _feedback(self, scores: dict[str, float | None], notes: dict[str, str]) -> str:

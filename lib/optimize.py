@@ -4,6 +4,10 @@ What the teacher does depends on the optimizer: it runs the program to bootstrap
 (bootstrap, bootstrap_rs, mipro, simba), proposes instructions (mipro, copro), or reflects on
 failures with the metric's feedback (gepa). Selection only ever sees the val split; the test
 split is for the final score alone.
+
+DSPy optimizers score an example whose program raised as 0 and go on. So that a failed model call
+never passes as a low score, any failed call during optimization stops the stage (the ledger's
+strict mode), and a stop the optimizer swallowed is raised again once it returns.
 """
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from typing import Any
 
 import dspy
 
+from lib.lm import Ledger
 from lib.metric import Metric
+from lib.runtime import Progress
 
 Compile = Callable[[dspy.Module, list[dspy.Example], list[dspy.Example]], dspy.Module]
 
@@ -37,11 +43,16 @@ def _bootstrap_rs(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
 
 
 def _mipro(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
+    # auto sizes the search; with auto null the params give it (validated: both set).
+    size = {"auto": cfg["auto"]} if cfg["auto"] else {"auto": None, "num_candidates": cfg["num_candidates"]}
+    trials = {} if cfg["auto"] else {"num_trials": cfg["num_trials"]}
     opt = dspy.MIPROv2(metric=metric, prompt_model=teacher, task_model=student_lm,
-                       teacher_settings={"lm": teacher}, auto=cfg["auto"],
+                       teacher_settings={"lm": teacher}, **size,
                        max_bootstrapped_demos=cfg["max_bootstrapped_demos"],
                        max_labeled_demos=cfg["max_labeled_demos"], num_threads=threads, seed=seed)
-    return lambda program, train, val: opt.compile(program, trainset=train, valset=val)
+    # Evaluation in mini-batches (DSPy's 35) only where val is larger than one, as auto decides.
+    return lambda program, train, val: opt.compile(program, trainset=train, valset=val, **trials,
+                                                   minibatch=len(val) > 35)
 
 
 def _copro(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
@@ -88,7 +99,24 @@ OPTIMIZERS: dict[str, Callable[..., Compile]] = {
 
 def optimize(name: str, settings: dict[str, Any], program: dspy.Module, train: list[dspy.Example],
              val: list[dspy.Example], metric: Metric, teacher: dspy.BaseLM, student_lm: dspy.BaseLM,
-             num_threads: int, seed: int) -> dspy.Module:
-    """Compile `program` with optimizer `name` (params section `settings`); returns the optimized copy."""
+             num_threads: int, seed: int, ledger: Ledger | None = None) -> dspy.Module:
+    """Compile `program` with optimizer `name` (params section `settings`); returns the optimized copy.
+
+    `ledger` (the one the LMs report to) shows progress, and turns any failed model call, budget
+    overrun or stop into the stage's error even where the optimizer swallowed it.
+    """
     build = OPTIMIZERS[name]  # the params schema guarantees the name
-    return build(settings, metric, teacher, student_lm, num_threads, seed)(program, train, val)
+    compile_ = build(settings, metric, teacher, student_lm, num_threads, seed)
+    if ledger is None:
+        return compile_(program, train, val)
+    with Progress(f"optimize ({name})", None, ledger, unit="request", every=50) as progress, ledger.strict():
+        ledger.listener = progress.update
+        try:
+            optimized = compile_(program, train, val)
+        except Exception:
+            ledger.check()  # the model failure behind the optimizer's own error, if there is one
+            raise
+        finally:
+            ledger.listener = None
+    ledger.check()
+    return optimized

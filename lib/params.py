@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from lib import custom_metric
 from lib.errors import UserError
 from lib.schema import schema_errors
 
@@ -81,18 +82,47 @@ def _check_semantics(p: dict[str, Any]) -> list[str]:
                 problems.append(f"sources.{key}: {value!r} is not a date; write YYYY-MM-DD")
     if "since" in dates and "until" in dates and dates["since"] > dates["until"]:
         problems.append("sources.since is after sources.until: no session can match")
+    mipro = p["optimization"]["mipro"]
+    manual = [mipro["num_candidates"], mipro["num_trials"]]
+    if mipro["auto"] is None and None in manual:
+        problems.append("optimization.mipro: auto is null, so set both num_candidates and num_trials "
+                        "(e.g. 4 and 8), or set auto: light")
+    if mipro["auto"] is not None and manual != [None, None]:
+        problems.append(f"optimization.mipro: auto: {mipro['auto']} sets the search size; set num_candidates "
+                        f"and num_trials to null, or auto to null to use them")
+    if p["optimization"]["metric"]:
+        wrong = custom_metric.problem(p["optimization"]["metric"])  # imports it: the first call must not fail
+        if wrong:
+            problems.append(wrong)
+        elif p["optimization"]["select_on"] == "replay":
+            problems.append("optimization.metric: your metric scores the offline answer, but optimization.select_on "
+                            "is replay (selection on the replay score); set select_on: offline to select with "
+                            "your metric, or set metric: null")
+    if not any(p["replay"]["metric_weights"].values()):
+        problems.append("replay.metric_weights: all weights are 0; give at least one a positive weight")
+    disabled = p["export"]["disable_tools"]
+    if isinstance(disabled, list):
+        from lib.opencode import shape  # OpenCode's own tool list, as captured from its requests
+
+        unknown = sorted(set(disabled) - set(shape.tool_names()))
+        if unknown:
+            problems.append(f"export.disable_tools: {', '.join(unknown)} not among OpenCode's tools "
+                            f"({', '.join(shape.tool_names())})")
+        elif set(disabled) >= set(shape.tool_names()):
+            problems.append("export.disable_tools: every tool is disabled; the agent could do nothing")
     if not any(p["optimization"]["metric_weights"].values()):
         problems.append("optimization.metric_weights: all weights are 0; give at least one a positive weight")
-    for role in ("teacher", "student"):
-        m = p["models"][role]
+    roles = [(f"models.{role}", p["models"][role]) for role in ("teacher", "student")]
+    roles += [(f"replay.students[{i}]", m) for i, m in enumerate(p["replay"]["students"])]
+    for role, m in roles:
         if m["provider"] == "local" and (m["api_base"] or m["api_key_env"]):
             problems.append(
-                f"models.{role}: provider local runs the embedded model in-process, so api_base and "
+                f"{role}: provider local runs the embedded model in-process, so api_base and "
                 f"api_key_env do not apply; set them to null, or choose provider openai-compatible / ollama"
             )
         if m["provider"] == "openai-compatible" and not m["api_base"]:
             problems.append(
-                f"models.{role}.api_base: provider openai-compatible needs the server address, "
+                f"{role}.api_base: provider openai-compatible needs the server address, "
                 f"e.g. http://localhost:8000/v1"
             )
     return problems

@@ -1,4 +1,9 @@
-"""baseline: the unoptimized student on the test split -> metrics/baseline.json (+ per-example scores)."""
+"""baseline: the unoptimized student on the test split.
+
+Writes metrics/baseline.json (scores: a function of inputs and params), metrics/baseline_examples.json
+(per-example scores) and metrics/baseline_usage.json (calls, cache hits, tokens, cost: may change on
+a re-run). A failed run writes none of them.
+"""
 from lib import params as P
 from lib.agent import Agent
 from lib.errors import run_stage
@@ -12,11 +17,14 @@ def main() -> None:
     p = P.load()
     rt = start(p, with_teacher=False)
     opt = p["optimization"]
-    result = evaluate(Agent(), load_rows("test"), Metric(opt["metric_weights"]), opt["num_threads"],
-                      "baseline", rt.ledger.status)
-    write_json("metrics/baseline.json", {**result.summary(), **usage_report(rt.ledger)})
+    result = evaluate(Agent(), load_rows("test"), Metric.from_params(opt), opt["num_threads"],
+                      "baseline", rt.ledger)
+    rt.ledger.check()
+    write_json("metrics/baseline.json", result.summary())
     write_json("metrics/baseline_examples.json", result.per_example)
-    print(f"baseline: score {result.score:.3f} on {result.n} test examples ({result.unparsed} unparsed)")
+    write_json("metrics/baseline_usage.json", usage_report(rt.ledger))
+    failed = f", {result.failed} left out: their model call failed" if result.failed else ""
+    print(f"baseline: score {result.score:.3f} on {result.n} test examples ({result.unparsed} unparsed{failed})")
 
 
 if __name__ == "__main__":

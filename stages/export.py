@@ -1,14 +1,20 @@
-"""export: outputs/program.json + test metrics -> outputs/prompts/ (OpenCode files) + metrics/comparison.json."""
+"""export: outputs/program.json + test and replay metrics -> outputs/prompts/ (OpenCode files) + metrics/comparison.json.
+
+The agent config (tools switched off, permission rules) is the one the replay stage chose and
+scored; the prompt written here must be byte for byte the one it scored.
+"""
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from lib import params as P
+from lib.charts import write_comparison_chart
 from lib.errors import UserError, run_stage
-from lib.export import ExportSettings, comparison_rows, load_program, load_scores, newest_session_date, \
-    read_json, render
 from lib.files import read_jsonl, write_json, write_text
+from lib.opencode.export import agent_prompt, comparison_rows, export_settings, load_program, load_scores, \
+    newest_session_date, read_json, render
 
 OUT_DIR = Path("outputs/prompts")
 SESSIONS = "data/parsed/sessions.jsonl"  # only the newest session date is read, for the file headers
@@ -17,12 +23,16 @@ RERUN = "run `dvc repro` to create it"
 
 def main() -> None:
     p = P.load()
-    e = p["export"]
     program = load_program(read_json("outputs/program.json", RERUN))
-    scores = load_scores(read_json("metrics/baseline.json", RERUN), read_json("metrics/optimized.json", RERUN))
-    settings = ExportSettings(agent=e["agent_name"], mode=e["mode"], formats=tuple(e["formats"]),
-                              max_examples=e["max_examples"], student=p["models"]["student"],
-                              opencode_model=e["opencode_model"], field_chars=p["data"]["max_field_chars"])
+    replay = read_json("metrics/replay.json", RERUN)
+    agent = replay["agent"]
+    settings = export_settings(p, agent["disable_tools"])
+    if hashlib.sha256(agent_prompt(settings, program).encode("utf-8")).hexdigest() != agent["prompt_sha256"]:
+        raise UserError("metrics/replay.json scored another prompt than the one export would write "
+                        "(program or export params changed since); run `dvc repro replay export`")
+    main_student = replay["students"].get(p["models"]["student"]["model"])
+    scores = load_scores(read_json("metrics/baseline.json", RERUN), read_json("metrics/optimized.json", RERUN),
+                         main_student)
     if not Path(SESSIONS).is_file():
         raise UserError(f"{SESSIONS} not found; {RERUN}")
     files = render(settings, program, scores, newest_session_date(read_jsonl(SESSIONS)))
@@ -42,6 +52,7 @@ def main() -> None:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_json("metrics/comparison.json", comparison_rows(scores))
+    write_comparison_chart("metrics/comparison.svg", comparison_rows(scores))
     print(f"export: {len(files)} file(s) in {OUT_DIR}: " + ", ".join(sorted(files)))
 
 

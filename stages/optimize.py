@@ -1,8 +1,13 @@
 """optimize: compile the student with the chosen optimizer (selection on val), score it on test.
 
-Writes outputs/program.json (instructions and demos) and metrics/optimized.json.
+Writes outputs/program.json (instructions and demos), metrics/optimized.json (scores: a function of
+inputs and params), metrics/optimized_examples.json and metrics/optimized_usage.json (calls, cache
+hits, tokens, cost: may change on a re-run). A failed run writes none of them.
 """
+import contextlib
 import json
+
+import dspy
 
 from lib import params as P
 from lib.agent import Agent
@@ -10,35 +15,43 @@ from lib.errors import run_stage
 from lib.evaluate import evaluate, improvement
 from lib.files import write_json
 from lib.metric import Metric
+from lib.agent import to_example
+from lib.opencode.selection import deployed_selection
 from lib.optimize import optimize
-from lib.runtime import load_examples, load_rows, save_program, start, usage_report
+from lib.runtime import load_rows, save_program, start, usage_report
 
 
 def main() -> None:
     p = P.load()
     opt, seed = p["optimization"], p["data"]["random_seed"]
     rt = start(p, with_teacher=True)
-    metric = Metric(opt["metric_weights"])
-    train = load_examples("train", opt["max_train_examples"], seed)
-    val = load_examples("val", opt["max_val_examples"], seed)
+    metric = Metric.from_params(opt)
+    train_rows = load_rows("train", opt["max_train_examples"], seed)
+    val_rows = load_rows("val", opt["max_val_examples"], seed)
+    train, val = [to_example(r) for r in train_rows], [to_example(r) for r in val_rows]
     name = opt["optimizer"]
-    print(f"optimize: {name} on {len(train)} train / {len(val)} val examples")
-    program = optimize(name, opt[name], Agent(), train, val, metric, rt.teacher, rt.student,
-                       opt["num_threads"], seed)
-    rt.ledger.check()  # optimizers swallow per-example errors, a spent budget among them
-    save_program(program, "outputs/program.json")
+    # Selection on val: the replay score of the agent as OpenCode sends it, or the offline composite.
+    deployed = opt["select_on"] == "replay"
+    adapter, select_metric = deployed_selection(p, train_rows + val_rows, rt.ledger) if deployed else (None, metric)
+    print(f"optimize: {name} on {len(train)} train / {len(val)} val examples, selecting on the "
+          f"{'replay' if deployed else 'offline'} score")
+    with dspy.context(adapter=adapter) if deployed else contextlib.nullcontext():
+        program = optimize(name, opt[name], Agent(), train, val, select_metric, rt.teacher, rt.student,
+                           opt["num_threads"], seed, ledger=rt.ledger)
 
-    result = evaluate(program, load_rows("test"), metric, opt["num_threads"], "optimized", rt.ledger.status)
+    result = evaluate(program, load_rows("test"), metric, opt["num_threads"], "optimized", rt.ledger)
+    rt.ledger.check()
     with open("metrics/baseline_examples.json", encoding="utf-8") as fh:
         baseline = json.load(fh)
-    report = {**result.summary(), **improvement(baseline, result.per_example), **usage_report(rt.ledger),
-              "optimizer": name,
+    report = {**result.summary(), **improvement(baseline, result.per_example), "optimizer": name,
               "demos": sum(len(pr.demos) for pr in program.predictors())}
     retrieval = program.dump_state().get("retrieval")  # optimizer knn: demos picked per input (k, fields)
     if retrieval:
         report["retrieval"] = retrieval
+    save_program(program, "outputs/program.json")
     write_json("metrics/optimized.json", report)
     write_json("metrics/optimized_examples.json", result.per_example)
+    write_json("metrics/optimized_usage.json", usage_report(rt.ledger))
     gain = report["improvement"]
     print(f"optimize: test score {result.score:.3f} vs baseline {report['baseline_score']:.3f} "
           f"({gain['absolute']:+.3f}, 95% CI {report['ci95'][0]:+.3f}..{report['ci95'][1]:+.3f})")

@@ -6,6 +6,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +89,76 @@ def run_data_stages(project: Path) -> None:
 
 def split_bytes(project: Path) -> dict[str, bytes]:
     return {name: (project / "data" / "splits" / name).read_bytes() for name in SPLIT_FILES}
+
+
+# ---------------------------------------------------------------- a misbehaving model server
+
+REPLY = json.dumps({"reasoning": "Read the file the task names first.", "plan": ["read", "edit"],
+                    "next_action": {"tool": "read", "args": {"filePath": "README.md"}}})
+HANG = None  # a behaviour's answer meaning: never answer
+
+
+def completion(text: str = REPLY) -> tuple[int, dict, dict]:
+    return 200, {}, {"id": "c1", "object": "chat.completion", "created": 0, "model": "smollm2",
+                     "choices": [{"index": 0, "finish_reason": "stop",
+                                  "message": {"role": "assistant", "content": text}}],
+                     "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}}
+
+
+def error(status: int, headers: dict | None = None) -> tuple[int, dict, dict]:
+    return status, headers or {}, {"error": {"message": f"test server says {status}", "type": "server_error",
+                                             "code": status}}
+
+
+class Loopback:
+    """A real HTTP server on 127.0.0.1: lists model `smollm2` on /v1/models and answers each chat
+    completion with `behaviour(i)` for the i-th request (0-based): (status, headers, body) or HANG."""
+
+    def __init__(self, behaviour: Callable[[int], tuple[int, dict, dict] | None]) -> None:
+        self.behaviour = behaviour
+        self.posts = 0
+        self.release = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _send(self, status: int, headers: dict, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for key, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(key, str(value))
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.rstrip("/") == "/v1/models":
+                    self._send(200, {}, {"object": "list", "data": [{"id": "smollm2", "object": "model"}]})
+                else:
+                    self._send(*error(404))
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    index = outer.posts
+                    outer.posts += 1
+                answer = outer.behaviour(index)
+                if answer is HANG:
+                    outer.release.wait()  # a stuck server: the connection stays open, nothing comes
+                    return
+                self._send(*answer)
+
+            def log_message(self, *args):
+                pass
+
+        lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()

@@ -139,6 +139,31 @@ def test_train_checks_overrides_before_running_dvc(tmp_path):
     assert typo.returncode == 1 and "modles" in typo.stderr
 
 
+def test_train_config_is_the_params_option_and_output_dir_is_checked_first(tmp_path):
+    """The seed's spellings: `--config PATH` is `--params PATH`; a bad --output-dir stops before DVC runs."""
+    bad = run_cli("train", "--config", params_file(tmp_path, {"optimization": {"labeled": {"k": -1}}}))
+    assert bad.returncode == 1 and "optimization.labeled.k" in bad.stderr and "running: dvc" not in bad.stdout
+    inside = run_cli("train", "--output-dir", "outputs/prompts/mine")
+    assert inside.returncode == 1 and "running: dvc" not in inside.stdout
+    assert "--output-dir outputs/prompts/mine: the pipeline rewrites outputs/ on every run" in inside.stderr
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    done = run_cli("train", "--output-dir", str(a_file))
+    assert done.returncode == 1 and "is a file; give a folder" in done.stderr
+    assert not (ROOT / "outputs" / "prompts" / "mine").exists()
+
+
+def test_copy_prompts_copies_the_export_and_leaves_other_files(tmp_path):
+    source = tmp_path / "prompts"
+    (source / "agents").mkdir(parents=True)
+    (source / "OPTIMIZED_BUILD.md").write_text("guidance")
+    (source / "agents" / "build-x.md").write_text("agent")
+    target = cli.output_dir(tmp_path / "out" / "deep")
+    (target / "mine.txt").write_text("keep")
+    assert cli.copy_prompts(target, source) == ["OPTIMIZED_BUILD.md", "agents/build-x.md"]
+    assert (target / "agents" / "build-x.md").read_text() == "agent" and (target / "mine.txt").read_text() == "keep"
+
+
 def test_train_rejects_a_bad_experiment_name():
     done = run_cli("train", "--experiment-name", "my run")
     assert done.returncode == 1 and "--experiment-name" in done.stderr
@@ -173,10 +198,12 @@ def test_summary_table(tmp_path):
     (tmp_path / "metrics").mkdir()
     usage = {"lm_usage": {"total": {"calls": 4, "cache_hits": 2, "prompt_tokens": 1000, "completion_tokens": 200,
                                     "cost": 0.0}}}
-    (tmp_path / "metrics" / "baseline.json").write_text(json.dumps({"score": 0.1, **usage}))
+    (tmp_path / "metrics" / "baseline.json").write_text(json.dumps({"score": 0.1}))
     (tmp_path / "metrics" / "optimized.json").write_text(json.dumps({
         "score": 0.35, "n": 40, "improvement": {"absolute": 0.25, "relative": 2.5}, "ci95": [0.05, 0.4],
-        "optimizer": "labeled", "demos": 6, **usage}))
+        "optimizer": "labeled", "demos": 6}))
+    for name in ("baseline_usage.json", "optimized_usage.json"):
+        (tmp_path / "metrics" / name).write_text(json.dumps(usage))
     table = cli.summary(tmp_path)
     for text in ("baseline score   0.100", "optimized score  0.350", "+0.250 (+250.0%)", "+0.050 .. +0.400",
                  "labeled (6 demos)", "8 (4 served from cache)", "2400 (2000 prompt + 400 completion)"):

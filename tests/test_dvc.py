@@ -98,6 +98,7 @@ def _stage_outputs(pipeline: dict) -> set[str]:
         for key in ("outs", "metrics", "plots"):
             for entry in stage.get(key) or []:
                 paths.add(next(iter(entry)) if isinstance(entry, dict) else entry)
+    paths.update(pipeline.get("metrics") or [])  # usage files the model stages write
     return paths
 
 
@@ -150,6 +151,22 @@ def test_plots_show_both_series(repo, tmp_path):
         assert text in html
 
 
+def test_rerun_changes_only_the_usage_files(repo):
+    """Re-running the model stages from the model cache moves calls to cache hits; scores, per-example
+    files and dvc.lock stay byte-identical, so only the (git-tracked, unhashed) usage files change."""
+    for stage in ("baseline", "optimize"):
+        dvc(repo, "repro", "-f", "-s", stage)
+    changed = sh(repo, "git", "status", "--porcelain").stdout.split("\n")
+    assert {line[3:] for line in changed if line} <= {"metrics/baseline_usage.json", "metrics/optimized_usage.json"}
+    for name in ("baseline_usage.json", "optimized_usage.json"):
+        usage = read_json(repo / "metrics" / name)["lm_usage"]["total"]
+        assert usage["calls"] == 0 and usage["cache_hits"] > 0, usage
+    shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
+    (workspace,) = shown.values()
+    assert workspace["data"]["metrics/optimized_usage.json"]["data"]["lm_calls"] == 0
+    sh(repo, "git", "checkout", "--", "metrics")
+
+
 def test_remote_round_trip_restores_without_calling_a_model(repo, tmp_path):
     remote = tmp_path / "remote"
     dvc(repo, "remote", "add", "-d", "shared", str(remote))
@@ -182,7 +199,7 @@ def test_experiment_through_the_cli(repo, tmp_path):
               "--params", str(override))
     assert "-S optimization.metric_weights.efficiency=0" in done.stdout
     assert "baseline score" in done.stdout and "optimized score" in done.stdout
-    for name in ("baseline.json", "optimized.json"):
+    for name in ("baseline_usage.json", "optimized_usage.json"):
         usage = read_json(repo / "metrics" / name)["lm_usage"]["total"]
         assert usage["calls"] == 0 and usage["cache_hits"] > 0, usage
 
@@ -221,10 +238,82 @@ def test_bootstrap_experiment_uses_the_teacher(repo):
     assert "Running stage 'optimize'" in run.stdout and "Running stage 'baseline'" not in run.stdout
     report = read_json(repo / "metrics/optimized.json")
     assert report["optimizer"] == "bootstrap" and 1 <= report["demos"] <= 4
-    assert report["lm_usage"]["teacher"]["calls"] + report["lm_usage"]["teacher"]["cache_hits"] >= 1
-    for key in ("score", "components", "n", "lm_calls", "cache_hits", "prompt_tokens", "completion_tokens",
-                "improvement", "ci95"):
+    usage = read_json(repo / "metrics/optimized_usage.json")
+    assert usage["lm_usage"]["teacher"]["calls"] + usage["lm_usage"]["teacher"]["cache_hits"] >= 1
+    for key in ("score", "components", "n", "failed", "improvement", "ci95"):
         assert key in report, key
+    for key in ("lm_calls", "cache_hits", "prompt_tokens", "completion_tokens"):
+        assert key in usage and key not in report, key
     program = read_json(repo / "outputs/program.json")
     assert len(program["predict"]["demos"]) == report["demos"]
+    sh(repo, "git", "checkout", "HEAD", "--", "params.yaml")
+
+
+def test_knn_experiment_exports_the_plugin(repo):
+    """`dvc exp run -S optimization.optimizer=knn`: k chosen on val, demos per input, the plugin and its bank."""
+    run = dvc(repo, "exp", "run", "-n", "knn", "-S", "optimization.optimizer=knn", "-S", "optimization.knn.k=[1,2]",
+              "-S", "export.formats=[usage_guide,plugin]")
+    assert "Running stage 'optimize'" in run.stdout and "Running stage 'export'" in run.stdout
+    assert "knn: k=1 fields=task+steps_so_far: val score" in run.stdout
+    report = read_json(repo / "metrics/optimized.json")
+    assert report["optimizer"] == "knn" and report["retrieval"]["k"] in (1, 2)
+    assert report["retrieval"]["fields"] == ["task", "steps_so_far"]
+    program = read_json(repo / "outputs/program.json")
+    assert program["retrieval"] == report["retrieval"] and len(program["predict"]["demos"]) == report["demos"]
+    bank = read_json(repo / "outputs/prompts/plugin/nearest-demos.json")
+    assert bank["k"] == report["retrieval"]["k"] and 0 < len(bank["demos"]) <= report["demos"]
+    assert (repo / "outputs/prompts/plugin/nearest-demos.js").read_text(encoding="utf-8") == \
+        (ROOT / "lib/opencode/nearest-demos.js").read_text(encoding="utf-8")
+    sh(repo, "git", "checkout", "HEAD", "--", "params.yaml")
+
+
+def test_ci_script_shares_results_through_the_remote(repo, tmp_path):
+    """scripts/ci_pipeline.sh (what the CI workflow runs) pushes a run to the remote; a second clone running
+    the same script gets the first one's prompts, data and metrics from it without calling a model."""
+    # The workspace as committed (earlier tests ran experiments in it).
+    sh(repo, "git", "checkout", "HEAD", "--", ".")
+    dvc(repo, "checkout", "--force")
+    remote = tmp_path / "team-remote"
+
+    def ci(cwd: Path, report: Path) -> subprocess.CompletedProcess:
+        env = {**_env(), "DVC_REMOTE_URL": str(remote), "REPORT_DIR": str(report)}
+        done = subprocess.run(["bash", str(cwd / "scripts/ci_pipeline.sh"), "HEAD"], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=2400)
+        assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+        return done
+
+    first = ci(repo, tmp_path / "report-a")
+    assert "Running stage 'baseline'" not in first.stdout and "Running stage 'optimize'" not in first.stdout
+    assert any((remote / "files").rglob("*")) and (remote / "runs").is_dir()  # outputs and run-cache
+
+    clone = tmp_path / "clone-ci"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "outputs/program.json").exists()
+    second = ci(clone, tmp_path / "report-b")
+    for stage in ("baseline", "optimize", "replay", "export"):
+        assert f"Stage '{stage}' didn't change, skipping" in second.stdout, second.stdout
+    assert not (clone / ".cache" / "dspy").exists()  # any model call would have opened the model cache
+    for rel in ("outputs/prompts/opencode-build-smollm2-135m.jsonc", "outputs/prompts/OPTIMIZED_BUILD.md",
+                "outputs/program.json", "data/splits/test.jsonl", "metrics/optimized.json"):
+        assert (clone / rel).read_bytes() == (repo / rel).read_bytes(), rel
+
+    report = (tmp_path / "report-b" / "report.md").read_text(encoding="utf-8")
+    assert "metrics/optimized.json" in report and "| score" in report.replace("|  ", "| ")
+    assert (tmp_path / "report-b" / "comparison.svg").read_bytes() == (repo / "metrics/comparison.svg").read_bytes()
+    assert "Picture: `metrics/comparison.svg`" in report
+
+
+def test_train_with_config_and_output_dir(repo, tmp_path):
+    """The seed's spellings: `train --config FILE --output-dir DIR` runs the experiment and copies the export."""
+    override = tmp_path / "4demos.yaml"
+    override.write_text(yaml.safe_dump({"optimization": {"metric_weights": {"efficiency": 0}}}))
+    out = tmp_path / "my-app" / "prompts"
+    done = sh(repo, sys.executable, "-m", "lib.cli", "train", "-n", "config-out", "--config", str(override),
+              "--output-dir", str(out))
+    assert "-S optimization.metric_weights.efficiency=0" in done.stdout and f"copied to {out}" in done.stdout
+    exported = sorted(p.relative_to(repo / "outputs/prompts") for p in (repo / "outputs/prompts").rglob("*")
+                      if p.is_file())
+    assert exported and sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == exported
+    for rel in exported:
+        assert (out / rel).read_bytes() == (repo / "outputs/prompts" / rel).read_bytes()
     sh(repo, "git", "checkout", "HEAD", "--", "params.yaml")

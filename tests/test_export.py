@@ -1,4 +1,4 @@
-"""lib/export.py and the export stage: every OpenCode file format, safe worked examples, model naming."""
+"""lib/opencode/export.py, lib/opencode/render.py and the export stage: every OpenCode file format, safe worked examples, model naming."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,9 @@ import json5
 import pytest
 import yaml
 
-from lib import export as E
+from lib.opencode import export as E
+from lib.opencode import render as R
+from helpers import shipped_params
 from lib.agent import Agent, to_example
 from lib.errors import UserError
 from lib.examples import Filters, build
@@ -117,17 +119,18 @@ def test_every_format_is_written_and_parses(program):
 
 
 def test_prompt_carries_instructions_tool_guidance_and_examples(program):
-    prompt = E.build_prompt(program, 3)
+    prompt = R.agent_prompt(program.instructions, program.demos, 3)
     assert program.instructions in prompt
     assert prompt.startswith(program.instructions)
     for tool in ("read", "edit", "bash", "grep"):
         assert f"- {tool}: " in prompt  # an agent prompt replaces OpenCode's own, so it must teach the tools
     assert "camelCase" in prompt or "filePath" in prompt
-    assert len(re.findall(r"^Example \d+$", prompt, re.M)) == 3
+    assert len(re.findall(r"^Task: ", prompt, re.M)) == 3
+    assert "- list:" not in prompt, "OpenCode 1.18 offers no list tool"
     calls = [json.loads(line[len("Call: "):]) for line in prompt.splitlines() if line.startswith("Call: ")]
     assert len({c["tool"] for c in calls}) == 3, "examples should show distinct tools"
     # nothing internal leaks into the prompt
-    for marker in ('"gold"', "augmented", "ses_", "working directory", "steps_so_far", "scores"):
+    for marker in ('"gold"', "augmented", "ses_", "working directory:", "steps_so_far", "scores"):
         assert marker not in prompt
 
 
@@ -143,7 +146,7 @@ def test_optimized_instructions_are_exported(program_state):
 
 
 def test_no_examples_when_max_examples_is_zero(program):
-    prompt = E.build_prompt(program, 0)
+    prompt = R.agent_prompt(program.instructions, program.demos, 0)
     assert "## Examples" not in prompt and program.instructions in prompt
 
 
@@ -244,7 +247,7 @@ def test_paths_become_relative_and_unsafe_demos_are_dropped():
         demo("Big edit", {"tool": "edit", "args": {"filePath": "a.py", "oldString": "x" * 199 + "…",
                                                     "newString": "y"}}, ["edit"]),
     ]
-    examples = E.select_examples(demos, 10)
+    examples = R.select_examples(demos, 10)
     shown = [(ex.task, ex.action) for ex in examples]
     assert ("Fix the parser", {"tool": "read", "args": {"filePath": "src/parse.py"}}) in shown
     assert ("Run it", {"tool": "bash", "args": {"command": "cd . && make", "description": "Build"}}) in shown
@@ -260,12 +263,12 @@ def test_selection_prefers_first_steps_distinct_tools_and_short_tasks():
         demo("Read b", {"tool": "read", "args": {"filePath": "b.py"}}, ["read"]),
         demo("Test", {"tool": "bash", "args": {"command": "pytest -q", "description": "Run tests"}}, ["bash"]),
     ]
-    picked = E.select_examples(demos, 3)
+    picked = R.select_examples(demos, 3)
     assert [ex.task for ex in picked] == ["Read a", "Test", "A long task " + "word " * 39 + "word"]
-    later = E.select_examples(demos, 5)
+    later = R.select_examples(demos, 5)
     assert later[-1].task in ("Read b", "Later step")
     assert next(ex for ex in later if ex.task == "Later step").done_before == ["read"]
-    assert len(E.select_examples(demos, 1)) == 1
+    assert len(R.select_examples(demos, 1)) == 1
 
 
 def test_program_errors_name_the_file():
@@ -302,6 +305,9 @@ def test_stage_writes_outputs_deterministically(program_state, tmp_path):
     (tmp_path / "data" / "parsed").mkdir(parents=True)
     (tmp_path / "data" / "parsed" / "sessions.jsonl").write_text(
         json.dumps({"id": "s", "time_created": 1763566723778, "turns": []}) + "\n")
+    params = shipped_params()
+    shipped = E.agent_prompt(E.export_settings(params, ["webfetch"]), E.load_program(program_state))
+    write_replay(tmp_path, shipped, ["webfetch"])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def run() -> dict[str, bytes]:
@@ -322,6 +328,31 @@ def test_stage_writes_outputs_deterministically(program_state, tmp_path):
     for name, data in first.items():
         assert_safe(name, data.decode("utf-8"))
     assert not any(p.name.startswith(".prompts.") for p in (tmp_path / "outputs").iterdir())
+    # The agent ships the config the replay chose, with the prompt it scored, and quotes its result.
+    jsonc = first["opencode-build-smollm2-135m.jsonc"].decode("utf-8")
+    agent = json5.loads(jsonc)["agent"]["build-smollm2-135m"]
+    assert agent["prompt"] == shipped and agent["tools"] == {"webfetch": False}
+    assert agent["permission"]["bash"]["rm -rf *"] == "deny" and agent["permission"]["bash"]["*"] == "allow"
+    assert "as OpenCode sends it" in jsonc.split("{", 1)[0] and "0.250" in jsonc.split("{", 1)[0]
+
+    # A replay of another prompt (program or params changed since) is refused, not quoted.
+    write_replay(tmp_path, shipped + "changed", ["webfetch"])
+    done = subprocess.run([sys.executable, "-m", "stages.export"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "dvc repro replay export" in done.stderr
+
+
+def write_replay(project: Path, prompt: str, disabled: list[str]) -> None:
+    """A metrics/replay.json as the replay stage writes it, for the prompt it scored."""
+    import hashlib
+
+    side = {"score": 0.25, "components": {}, "n": 4, "right_tool_rate": 0.5, "right_target_rate": 0.25,
+            "destructive": 0}
+    report = {"agent": {"disable_tools": disabled, "permission": "deny_destructive",
+                        "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(), "val_scores": {}},
+              "students": {"smollm2-135m": {"opencode_default": {**side, "score": 0.1}, "exported": side,
+                                            "difference": {"absolute": 0.15, "ci95": [0.0, 0.3]}}}}
+    (project / "metrics" / "replay.json").write_text(json.dumps(report))
 
 
 def test_stage_reports_a_missing_program(tmp_path):

@@ -37,7 +37,8 @@ def test_baseline_and_optimize_through_an_openai_compatible_server(tmp_path, lla
     done = run_stage(project, "baseline")
     assert done.returncode == 0, done.stderr
     base = _report(project, "baseline.json")
-    used = base["lm_usage"]["student"]
+    used = _report(project, "baseline_usage.json")["lm_usage"]["student"]
+    assert "lm_usage" not in base and base["failed"] == 0  # scores only: usage has its own file
     assert base["n"] >= 1 and 0 <= base["score"] <= 1
     # Examples whose inputs coincide are answered once (the cache holds the first answer).
     assert used["calls"] + used["cache_hits"] == base["n"] and used["calls"] >= 1
@@ -46,7 +47,8 @@ def test_baseline_and_optimize_through_an_openai_compatible_server(tmp_path, lla
     # The same stage again is served from the project's model cache: nothing reaches the server.
     done = run_stage(project, "baseline")
     assert done.returncode == 0, done.stderr
-    again = _report(project, "baseline.json")["lm_usage"]["student"]
+    assert _report(project, "baseline.json") == base  # the score file does not move on a re-run
+    again = _report(project, "baseline_usage.json")["lm_usage"]["student"]
     assert again["calls"] == 0 and again["cache_hits"] == base["n"]
     assert again["cached_prompt_tokens"] >= used["prompt_tokens"] > 0
 
@@ -54,7 +56,7 @@ def test_baseline_and_optimize_through_an_openai_compatible_server(tmp_path, lla
     assert done.returncode == 0, done.stderr
     opt = _report(project, "optimized.json")
     assert opt["optimizer"] == "labeled" and opt["demos"] == 2 and opt["n"] == base["n"]
-    assert opt["lm_usage"]["student"]["calls"] >= 1  # demos change the prompt: new calls
+    assert _report(project, "optimized_usage.json")["lm_usage"]["student"]["calls"] >= 1  # demos: new prompts
     program = json.loads((project / "outputs" / "program.json").read_text(encoding="utf-8"))
     assert len(program["predict"]["demos"]) == 2
 

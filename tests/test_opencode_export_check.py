@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lib import export as E
+from lib.opencode import export as E
+from lib.opencode import render as R
 
 INSTRUCTIONS = ("You are OpenCode, a coding agent. Choose the one tool call that best moves the task forward. "
                 "Read before you edit.")

@@ -3,7 +3,7 @@
 Two files for `.opencode/plugin/`: the plugin (nearest-demos.js, shipped as is) and its demo
 bank (nearest-demos.json: rendered demo texts and BM25 statistics from lib.retrieval, so the
 plugin does no rendering and picks exactly what `lib.retrieval.Index.from_bank(...).top_k` picks).
-Only demos that render safely (relative paths, no secrets; see lib.export.worked_example) enter
+Only demos that render safely (relative paths, no secrets; see lib.opencode.render.worked_example) enter
 the bank.
 """
 from __future__ import annotations
@@ -13,30 +13,22 @@ from pathlib import Path
 from typing import Any
 
 from lib.examples import INPUT_FIELDS
-from lib.retrieval import bank, query_text
+from lib.opencode import render as prompts
+from lib.retrieval import Index, bank, query_text
 from lib.tools import KEY_ARGS
 
 PLUGIN_SOURCE = Path(__file__).with_name("nearest-demos.js")
 PLUGIN_FILE = "plugin/nearest-demos.js"
 BANK_FILE = "plugin/nearest-demos.json"
 RESULT_CHARS = 120  # as lib.examples renders earlier results in steps_so_far
-HEADER = ("## Examples\n\nWorked examples from earlier sessions on similar tasks: the call made for the task, "
-          "and the tools planned after it. Make your call as a real tool call, not as text.")
+HEADER = prompts.EXAMPLES_INTRO  # the same heading and words as the agent prompt's examples
 DEFAULT_FIELDS = ("task",)
 
 
 def demo_text(demo: dict[str, Any]) -> str | None:
-    """One worked example as the plugin shows it; None when it is unsafe or unusable to ship."""
-    from lib.export import worked_example  # the one place that decides what an exported example may hold
-    ex = worked_example(demo)
-    if ex is None:
-        return None
-    lines = [f"Task: {ex.task}"]
-    if ex.done_before:
-        lines.append("Already done: " + ", ".join(ex.done_before))
-    lines.append("Call: " + json.dumps(ex.action, ensure_ascii=False))
-    lines.append("Plan: " + " -> ".join(ex.plan))
-    return "\n".join(lines)
+    """One worked example exactly as the agent prompt shows it; None when it is unsafe or unusable to ship."""
+    ex = prompts.worked_example(demo)
+    return None if ex is None else prompts.demo_text(ex)
 
 
 def demo_bank(demos: list[dict[str, Any]], retrieval: dict[str, Any] | None, default_k: int,
@@ -61,3 +53,9 @@ def files(demos: list[dict[str, Any]], retrieval: dict[str, Any] | None, default
     data = demo_bank(demos, retrieval, default_k, field_chars)
     return {PLUGIN_FILE: PLUGIN_SOURCE.read_text(encoding="utf-8"),
             BANK_FILE: json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"}
+
+
+def injected_text(data: dict[str, Any], inputs: dict[str, Any]) -> str:
+    """The system text the plugin adds for a step with these inputs (header and the k nearest demos)."""
+    picks = Index.from_bank(data).top_k(query_text(inputs, data["fields"]), data["k"])
+    return "\n\n".join([data["header"], *(data["demos"][i]["text"] for i in picks)]) if picks else ""

@@ -100,7 +100,9 @@ def _turn(index: int, ex: dict[str, Any], file_outcome: dict[str, Any]) -> Turn:
 
 def _action(a: dict[str, Any]) -> Action:
     success = a.get("success")
-    status = STATUS_UNKNOWN if success is None else (STATUS_OK if success else STATUS_ERROR)
+    # The plugin's `success` is a text test (false when the output mentions "error" or "failed", as a
+    # read of many source files does), so only its true is a signal; false says nothing either way.
+    status = STATUS_OK if success is True else STATUS_UNKNOWN
     result = a.get("result")
     return Action(
         tool=str(a.get("tool")),

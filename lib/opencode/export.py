@@ -21,11 +21,10 @@ from typing import Any
 
 import yaml
 
-from lib.agent import INTERNAL_TOOLS, parse_action, parse_plan
 from lib.errors import UserError
 from lib.opencode import plugin
-from lib.redact import Redactor
-from lib.tools import DEFAULT_TOOLS, guidance_line
+from lib.opencode import render as prompts
+from lib.opencode import safety
 
 FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide", "plugin")
 SCHEMA_URL = "https://opencode.ai/config.json"
@@ -35,18 +34,6 @@ COMPONENTS = ("tool_validity", "plan_coherence", "first_action", "reasoning_qual
 LOCAL_SERVER_PORT = 8000
 OLLAMA_OPENAI_BASE = "http://localhost:11434/v1"
 
-_MAX_TOOL_LINES = 16
-_MAX_EXAMPLE_ACTION_CHARS = 400  # longer calls (whole files, big edits) make poor examples
-_WORKDIR = re.compile(r"^working directory: (.+)$", re.M)
-_STEP_TOOL = re.compile(r"^\d+\. (\S+)", re.M)
-# A path of some machine: under a usual root (/home, /tmp, ...) or two or more segments deep
-# (/srv/app), or ~/..., or C:\... . Not URLs, not ./x or a/b, and not a one-segment route like /health.
-_ROOTS = "home|Users|root|tmp|var|work|opt|mnt|srv|usr|etc|private|Volumes|workspace|workspaces|builds"
-_ABSOLUTE_PATH = re.compile(
-    r"(?<![\w.~:/\\-])/(?:(?:" + _ROOTS + r")(?![\w.-])|[\w.@+-]+/[\w.@+-])"
-    r"|(?<![\w/])~/|\b[A-Za-z]:\\[\w.]")
-# Text OpenCode would substitute inside a config or agent file.
-_SUBSTITUTION = re.compile(r"\{(?:env|file):")
 
 
 # ------------------------------------------------------------------------------------- inputs
@@ -63,6 +50,7 @@ class Scores:
     ci95: tuple[float, float] | None = None
     baseline_components: dict[str, float] = field(default_factory=dict)
     optimized_components: dict[str, float] = field(default_factory=dict)
+    replay: dict[str, Any] | None = None  # the main student's entry of metrics/replay.json
 
     @property
     def absolute(self) -> float:
@@ -108,7 +96,7 @@ def load_program(state: dict[str, Any], source: str = "outputs/program.json") ->
     return Program(instructions=instructions, demos=demos, retrieval=retrieval)
 
 
-def load_scores(baseline: dict[str, Any], optimized: dict[str, Any]) -> Scores:
+def load_scores(baseline: dict[str, Any], optimized: dict[str, Any], replay: dict[str, Any] | None = None) -> Scores:
     """Scores from metrics/baseline.json and metrics/optimized.json; both must be 0-1 numbers."""
     for name, report in (("metrics/baseline.json", baseline), ("metrics/optimized.json", optimized)):
         score = report.get("score") if isinstance(report, dict) else None
@@ -124,6 +112,7 @@ def load_scores(baseline: dict[str, Any], optimized: dict[str, Any]) -> Scores:
         ci95=(float(ci[0]), float(ci[1])) if isinstance(ci, list) and len(ci) == 2 else None,
         baseline_components=_numbers(baseline.get("components")),
         optimized_components=_numbers(optimized.get("components")),
+        replay=replay,
     )
 
 
@@ -230,128 +219,6 @@ def _openai_compatible(pid: str, name: str, base: str, model: str, key_env: str 
                   "models": {model: {"name": model, "tool_call": True}}}}
 
 
-# ---------------------------------------------------------------------------- worked examples
-
-@dataclass(frozen=True)
-class WorkedExample:
-    task: str
-    action: dict[str, Any]  # {"tool", "args"} with project-relative paths
-    plan: list[str]
-    done_before: list[str]  # tools already called in the task (empty for a first step)
-
-
-def _relativize(value: Any, workdir: str | None) -> Any:
-    """Paths under the session's working directory become relative ones (the dir itself becomes '.')."""
-    if not workdir:
-        return value
-    if isinstance(value, str):
-        value = value.replace(workdir + "/", "")
-        return re.sub(re.escape(workdir) + r"(?![\w.-])", ".", value)
-    if isinstance(value, dict):
-        return {k: _relativize(v, workdir) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_relativize(v, workdir) for v in value]
-    return value
-
-
-def _unsafe(text: str) -> bool:
-    """True when text must not be exported: a secret, a path of the training machine, a substitution."""
-    if "[REDACTED" in text or _ABSOLUTE_PATH.search(text) or _SUBSTITUTION.search(text):
-        return True
-    probe = Redactor()
-    probe.text(text)
-    return probe.total > 0
-
-
-def worked_example(demo: dict[str, Any]) -> WorkedExample | None:
-    """A demo as a short example a model can follow, or None when it is unusable or unsafe."""
-    task = " ".join(str(demo.get("task") or "").split())
-    action = parse_action(demo.get("next_action")) or parse_action((demo.get("gold") or {}).get("next_action"))
-    if not task or action is None or action["tool"] in INTERNAL_TOOLS:
-        return None
-    plan = parse_plan(demo.get("plan")) or [action["tool"]]
-    if plan[0] != action["tool"]:
-        plan = [action["tool"], *plan]
-    match = _WORKDIR.search(str(demo.get("context") or ""))
-    workdir = match.group(1).strip().rstrip("/") if match else None
-    task, action = _relativize(task, workdir), _relativize(action, workdir)
-    done = _STEP_TOOL.findall(str(demo.get("steps_so_far") or ""))
-    shown = task + "\n" + json.dumps(action, ensure_ascii=False) + "\n" + " ".join(plan + done)
-    if _unsafe(shown) or "…" in json.dumps(action, ensure_ascii=False):
-        return None  # a secret, a machine path, or a label cut short: not something to imitate
-    return WorkedExample(task=task, action=action, plan=plan, done_before=done)
-
-
-def select_examples(demos: list[dict[str, Any]], limit: int) -> list[WorkedExample]:
-    """Up to `limit` examples: first steps before later ones, distinct tools first, short ones first."""
-    candidates = []
-    for index, demo in enumerate(demos):
-        ex = worked_example(demo)
-        if ex is not None:
-            size = len(json.dumps(ex.action, ensure_ascii=False))
-            candidates.append(((bool(ex.done_before), size > _MAX_EXAMPLE_ACTION_CHARS,
-                                len(ex.task) + size, index), ex))
-    candidates.sort(key=lambda c: c[0])
-    chosen: list[WorkedExample] = []
-    tasks: set[str] = set()
-    for distinct in (True, False):  # first pass: one example per tool; second: fill up
-        tools = {ex.action["tool"] for ex in chosen}
-        for _, ex in candidates:
-            if len(chosen) >= limit:
-                return chosen
-            if ex.task in tasks or (distinct and ex.action["tool"] in tools):
-                continue
-            chosen.append(ex)
-            tasks.add(ex.task)
-            tools.add(ex.action["tool"])
-    return chosen
-
-
-# ------------------------------------------------------------------------------------ prompt
-
-def offered_tools(demos: list[dict[str, Any]]) -> list[str]:
-    """The tools the sessions offered (from the demos' `tools` input), OpenCode's usual order first."""
-    seen: list[str] = []
-    for demo in demos:
-        for name in str(demo.get("tools") or "").split(","):
-            name = name.strip()
-            if name and name not in INTERNAL_TOOLS and name not in seen:
-                seen.append(name)
-    if not seen:
-        seen = list(DEFAULT_TOOLS)
-    order = {name: i for i, name in enumerate(DEFAULT_TOOLS)}
-    return sorted(seen, key=lambda n: (order.get(n, len(order)), seen.index(n)))
-
-
-def tool_guidance(tools: list[str]) -> str:
-    return "\n".join(guidance_line(name) for name in tools[:_MAX_TOOL_LINES])
-
-
-def build_prompt(program: Program, max_examples: int) -> str:
-    """The system prompt for OpenCode: instructions, how to use the tools, then worked examples."""
-    instructions = Redactor().text(program.instructions)
-    parts = [instructions, "## Tools\n\n"
-             "Act through OpenCode's tool calls, one call at a time, and read each result before "
-             "choosing the next. Use these tools with exactly these argument names:\n\n"
-             + tool_guidance(offered_tools(program.demos)) + "\n\n"
-             "Give file paths relative to the project root. Read or search a file before you edit it, "
-             "and after a change run the project's tests or build with bash. When the task is done, "
-             "reply with a short summary of what you changed."]
-    examples = select_examples(program.demos, max_examples)
-    if examples:
-        lines = ["## Examples\n\nThe call to make first for a task, and the tools planned after it. "
-                 "Make the call as a real tool call, not as text."]
-        for i, ex in enumerate(examples, 1):
-            block = [f"Example {i}", f"Task: {ex.task}"]
-            if ex.done_before:
-                block.append("Already done: " + ", ".join(ex.done_before))
-            block.append("Call: " + json.dumps(ex.action, ensure_ascii=False))
-            block.append("Plan: " + " -> ".join(ex.plan))
-            lines.append("\n".join(block))
-        parts.append("\n\n".join(lines))
-    return "\n\n".join(parts).strip() + "\n"
-
-
 # ------------------------------------------------------------------------------------- files
 
 @dataclass(frozen=True)
@@ -362,7 +229,37 @@ class ExportSettings:
     max_examples: int
     student: dict[str, Any]  # models.student
     opencode_model: str | None
+    disabled_tools: tuple[str, ...] = ()  # the agent's `tools: {name: false}`
+    permission: dict[str, Any] | None = None  # the agent's `permission` rules
     field_chars: int = 1200  # data.max_field_chars: the plugin cuts a task as the training rows were cut
+
+
+def export_settings(params: dict[str, Any], disabled_tools: list[str] | tuple[str, ...]) -> ExportSettings:
+    """ExportSettings from params.yaml and the tools the agent switches off (chosen by replay)."""
+    e = params["export"]
+    permission = {"bash": dict(safety.DENY_DESTRUCTIVE)} if e["permission"] == "deny_destructive" else None
+    return ExportSettings(agent=e["agent_name"], mode=e["mode"], formats=tuple(e["formats"]),
+                          max_examples=e["max_examples"], student=params["models"]["student"],
+                          opencode_model=e["opencode_model"], disabled_tools=tuple(disabled_tools),
+                          permission=permission, field_chars=params["data"]["max_field_chars"])
+
+
+def agent_prompt(settings: ExportSettings, program: Program) -> str:
+    """The agent prompt exactly as shipped (and as the replay stage scores it)."""
+    return prompts.agent_prompt(program.instructions, program.demos, settings.max_examples, settings.disabled_tools)
+
+
+def agent_entry(settings: ExportSettings, program: Program, description: str) -> dict[str, Any]:
+    """The `agent.<name>` entry for opencode.json: prompt, model, and the tool/permission config."""
+    entry: dict[str, Any] = {"description": description, "mode": settings.mode,
+                             "model": opencode_target(settings.student, settings.opencode_model).model,
+                             "temperature": settings.student["temperature"],
+                             "prompt": agent_prompt(settings, program)}
+    if settings.disabled_tools:
+        entry["tools"] = {name: False for name in settings.disabled_tools}
+    if settings.permission:
+        entry["permission"] = settings.permission
+    return entry
 
 
 def file_names(agent: str, slug: str) -> dict[str, str]:
@@ -382,12 +279,10 @@ def render(settings: ExportSettings, program: Program, scores: Scores, data_date
     slug = model_slug(settings.student["model"])
     name = f"{settings.agent}-{slug}"  # the OpenCode agent name, in both the config and the .md file
     target = opencode_target(settings.student, settings.opencode_model)
-    prompt = build_prompt(program, settings.max_examples)
-    temperature = settings.student["temperature"]
     description = (f"{settings.agent} agent with a prompt optimized for {settings.student['model']} "
                    f"(test score {scores.baseline:.2f} -> {scores.optimized:.2f})")
-    entry = {"description": description, "mode": settings.mode, "model": target.model,
-             "temperature": temperature, "prompt": prompt}
+    entry = agent_entry(settings, program, description)
+    prompt = entry["prompt"]
     names = file_names(settings.agent, slug)
     files: dict[str, str] = {}
     for fmt in settings.formats:
@@ -415,6 +310,20 @@ def _score_line(scores: Scores) -> str:
             f"optimized {scores.optimized:.3f} ({scores.absolute:+.3f}{ci})")
 
 
+def _replay_line(scores: Scores) -> str | None:
+    """The replay result (as OpenCode sends it) beside the offline one; None when there is none."""
+    r = scores.replay
+    if not r:
+        return None
+    d, e, diff = r["opencode_default"], r["exported"], r["difference"]
+
+    def one(x: dict[str, Any]) -> str:
+        return (f"{x['score']:.3f} (right tool {x['right_tool_rate']:.0%}, right target {x['right_target_rate']:.0%}, "
+                f"{x['destructive']} destructive)")
+    return (f"as OpenCode sends it (replay of n={e['n']} test steps): OpenCode's default prompt {one(d)}, "
+            f"this agent {one(e)}; difference {diff['absolute']:+.3f}, 95% CI {diff['ci95'][0]:+.3f}..{diff['ci95'][1]:+.3f}")
+
+
 def _source_line(scores: Scores, data_date: str | None) -> str:
     data = f"session logs up to {data_date}" if data_date else "session logs of unknown date"
     return (f"outputs/program.json (optimizer {scores.optimizer}, {scores.demos} demonstrations), "
@@ -429,6 +338,7 @@ def _jsonc(name: str, entry: dict[str, Any], settings: ExportSettings, scores: S
         f"OpenCode agent \"{name}\": the {settings.agent} agent's prompt optimized for {settings.student['model']}.",
         f"Source: {_source_line(scores, data_date)}.",
         f"Result on the {_score_line(scores)}.",
+        *([f"Result {_replay_line(scores)}."] if scores.replay else []),
         f"Merge the \"agent\" entry into your opencode.json(c), or load this file with OPENCODE_CONFIG{guide}.",
     ]
     return "".join(f"// {line}\n" for line in header) + json.dumps(config, indent=2, ensure_ascii=False) + "\n"
@@ -444,6 +354,7 @@ def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores
          f"(OpenCode model `{target.model}`, temperature {settings.student['temperature']}).", "",
          f"- Source: {_source_line(scores, data_date)}.",
          f"- Result on the {_score_line(scores)}.",
+         *([f"- Result {_replay_line(scores)}."] if scores.replay else []),
          "- Scores are the pipeline's composite metric for choosing the next tool call, "
          "measured on held-out sessions.", "",
          "## Files", ""]

@@ -1,0 +1,349 @@
+"""Replay test steps as OpenCode sends them, and score the tool call that comes back.
+
+For every step the request is what OpenCode would send: one system message (the agent prompt, or
+OpenCode's own default prompt, then the model line, the environment block and the skills list),
+the earlier conversation, the task, the calls already made in the turn as assistant tool calls
+with their results as tool messages, and OpenCode's native tool definitions (minus the tools the
+agent disables) with `tool_choice: auto`. The student answers with native tool calling.
+
+A call is scored on: valid against OpenCode's own schema for that tool, the right tool, the right
+target (lib.metric.arg_similarity on the tool's key arguments); a destructive call (lib.opencode.safety)
+where the recorded step had none scores 0 and is counted. A request longer than the student's
+context window is not sent: it is counted and scores 0.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import statistics
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lib.evaluate import Failed, attempt, paired_bootstrap_ci
+from lib.metric import arg_similarity
+from lib.opencode import safety, shape
+from lib.tools import KEY_ARGS
+
+COMPONENTS = ("valid_call", "right_tool", "right_target")
+DEFAULT = "opencode_default"
+EXPORTED = "exported"
+PLATFORM = "linux"  # sessions do not record it; OpenCode writes process.platform
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One way of sending a step: a system prompt and the agent config that shapes the request."""
+
+    name: str
+    agent_prompt: str | None  # None: OpenCode's own default prompt
+    disabled_tools: tuple[str, ...] = ()
+    permission: dict[str, Any] | None = None  # the agent's `permission` rules (they act when a call runs)
+    demo_turns: tuple[dict[str, Any], ...] = ()  # worked examples sent as earlier chat turns instead of text
+    demo_bank: dict[str, Any] | None = None  # export format plugin: its nearest examples, as OpenCode sends them
+
+
+@dataclass
+class Student:
+    """The model a request goes to, as OpenCode would name it."""
+
+    label: str  # models.<role>.model, for reports
+    call: Callable[[dict[str, Any]], Any]  # request -> DSPy LM outputs
+    count_tokens: Callable[[dict[str, Any]], int]
+    context_window: int
+    model: str  # "You are powered by the model named ..."
+    provider_model: str  # ".. The exact model ID is provider/model"
+
+
+@dataclass
+class Result:
+    """Replay of one setup on one student: per-step records and their summary."""
+
+    setup: Setup
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def answered(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if not r.get("failed")]
+
+    def summary(self) -> dict[str, Any]:
+        recs = self.answered()
+        n = len(recs)
+        tokens = [r["prompt_tokens"] for r in recs]
+        return {
+            "score": _mean(r["score"] for r in recs),
+            "components": {c: _mean(r["components"][c] for r in recs) for c in COMPONENTS},
+            "n": n,
+            "valid_call_rate": _mean(r["components"]["valid_call"] == 1 for r in recs),
+            "right_tool_rate": _mean(r["components"]["right_tool"] == 1 for r in recs),
+            "right_target_rate": _mean(r["components"]["right_target"] == 1 for r in recs),
+            "destructive": sum(bool(r["destructive"]) for r in recs),
+            "destructive_unblocked": sum(bool(r["destructive"]) and not r["blocked"] for r in recs),
+            "over_context": sum(r["over_context"] for r in recs),
+            "no_call": sum(r["tool"] is None and not r["over_context"] for r in recs),
+            "prompt_tokens_mean": round(statistics.fmean(tokens), 1) if tokens else 0.0,
+            "prompt_tokens_max": max(tokens, default=0),
+            "failed": len(self.records) - n,
+            "tools_called": dict(sorted(Counter(r["tool"] or "none" for r in recs).items())),
+            "disabled_tools": list(self.setup.disabled_tools),
+        }
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = [float(v) for v in values]
+    return sum(values) / len(values) if values else 0.0
+
+
+# ------------------------------------------------------------------------------------ request
+
+def date_string(ms: int | None) -> str:
+    """The session's date as OpenCode's environment block writes it (unknown: the first of 2025)."""
+    day = _dt.datetime.fromtimestamp(ms / 1000, tz=_dt.timezone.utc).date() if ms else _dt.date(2025, 1, 1)
+    return shape.format_date(day)
+
+
+def build_request(row: dict[str, Any], setup: Setup, student: Student) -> dict[str, Any]:
+    """The chat request OpenCode would send for this step (messages and tools)."""
+    r = row["replay"]
+    cwd = r.get("cwd") or "/"
+    system = shape.system_message(setup.agent_prompt, model=student.model, provider_model=student.provider_model,
+                                  cwd=cwd, root=cwd, is_git=bool(r.get("git", True)), platform=PLATFORM,
+                                  date=date_string(r.get("time")), disabled=setup.disabled_tools)
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
+    if setup.demo_bank is not None:  # the plugin's output.system text arrives as a second system message
+        from lib.opencode.plugin import injected_text
+        extra = injected_text(setup.demo_bank, row["inputs"])
+        if extra:
+            messages.append({"role": "system", "content": extra})
+    n = 0
+    for demo in setup.demo_turns:  # task, the call, and a placeholder result
+        messages.append(shape.user_message(demo["task"]))
+        messages.append(shape.assistant_tool_call_message([(shape.call_id(n), demo["tool"], demo["args"])]))
+        messages.append(shape.tool_result_message(shape.call_id(n), "(done)"))
+        n += 1
+    for m in r.get("history") or []:
+        if m.get("text"):
+            messages.append(shape.user_message(m["text"]) if m["role"] == "user"
+                            else {"role": "assistant", "content": m["text"]})
+    messages.append(shape.user_message(row["inputs"]["task"]))
+    for step in r.get("steps") or []:
+        messages.append(shape.assistant_tool_call_message([(shape.call_id(n), step["tool"], step.get("args") or {})]))
+        messages.append(shape.tool_result_message(shape.call_id(n), step.get("result") or ""))
+        n += 1
+    return {"messages": messages, "tools": shape.tool_definitions(setup.disabled_tools)}
+
+
+# ------------------------------------------------------------------------------------ scoring
+
+def first_call(outputs: Any) -> tuple[str | None, Any]:
+    """(tool name, arguments) of the first tool call in DSPy LM outputs; (None, text) when there is none."""
+    out = outputs[0] if isinstance(outputs, list) and outputs else outputs
+    if not isinstance(out, dict) or not out.get("tool_calls"):
+        return None, out.get("text") if isinstance(out, dict) else out
+    call = out["tool_calls"][0]
+    fn = call.get("function") if isinstance(call, dict) else getattr(call, "function", None)
+    name = fn.get("name") if isinstance(fn, dict) else getattr(fn, "name", None)
+    raw = fn.get("arguments") if isinstance(fn, dict) else getattr(fn, "arguments", None)
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            pass  # kept as text: an invalid call
+    return name, raw
+
+
+def score_call(row: dict[str, Any], setup: Setup, tool: str | None, args: Any,
+               weights: dict[str, float]) -> dict[str, Any]:
+    """Components, destructive flags and the 0-1 score of one returned call."""
+    gold = row["gold"]["next_action"]
+    cwd = row["replay"].get("cwd") or ""
+    offered = set(shape.tool_names()) - set(setup.disabled_tools)
+    is_dict = isinstance(args, dict)
+    valid = tool in offered and is_dict and not shape.validate_call(tool, args)
+    right_tool = tool == gold["tool"]
+    target = 0.0
+    if right_tool and is_dict:
+        names = [k for k in KEY_ARGS.get(tool, ()) if k in gold["args"] or k in args] or \
+            sorted(set(gold["args"]) | set(args))
+        target = _mean(arg_similarity(k, gold["args"].get(k), args.get(k), cwd) for k in names) if names else 1.0
+    components = {"valid_call": float(valid), "right_tool": float(right_tool), "right_target": target}
+    harm = safety.destructive(tool, args, cwd) if tool and is_dict else None
+    if harm and safety.destructive(gold["tool"], gold["args"], cwd):
+        harm = None  # the recorded step did the same kind of thing
+    blocked = bool(harm) and not safety.permitted(tool, args, setup.permission)
+    total = sum(weights.get(c, 0) for c in COMPONENTS)
+    score = 0.0 if harm or not total else sum(weights.get(c, 0) * components[c] for c in COMPONENTS) / total
+    return {"components": components, "score": score, "destructive": harm, "blocked": blocked}
+
+
+# ------------------------------------------------------------------------------------ running
+
+def replay(rows: list[dict[str, Any]], setup: Setup, student: Student, weights: dict[str, float],
+           on_step: Callable[[], None] | None = None) -> Result:
+    """Send every step in `setup`'s shape to `student` and score what comes back (rows keep their order)."""
+    result = Result(setup)
+    for row in rows:
+        request = build_request(row, setup, student)
+        tokens = student.count_tokens(request)
+        record: dict[str, Any] = {"id": row["id"], "setup": setup.name, "student": student.label,
+                                  "gold_tool": row["gold"]["next_action"]["tool"], "prompt_tokens": tokens,
+                                  "over_context": tokens > student.context_window}
+        if record["over_context"]:
+            tool, args = None, None
+        else:
+            outputs = attempt(lambda: student.call(request))
+            if isinstance(outputs, Failed):  # allowed by optimization.max_failed_calls: left out, counted
+                record.update(tool=None, args=None, failed=outputs.kind, score=None)
+                result.records.append(record)
+                if on_step:
+                    on_step()
+                continue
+            tool, args = first_call(outputs)
+        scored = score_call(row, setup, tool, args, weights)
+        record.update(tool=tool, args=args if isinstance(args, dict) else None, failed=None, **scored)
+        result.records.append(record)
+        if on_step:
+            on_step()
+    return result
+
+
+def compare(baseline: Result, candidate: Result) -> dict[str, Any]:
+    """Paired difference candidate - baseline over the same steps, with its 95% bootstrap CI."""
+    ids = {r["id"] for r in baseline.answered()} & {r["id"] for r in candidate.answered()}
+    before = [r["score"] for r in baseline.records if r["id"] in ids]
+    after = [r["score"] for r in candidate.records if r["id"] in ids]
+    lo, hi = paired_bootstrap_ci(before, after)
+    return {"absolute": _mean(after) - _mean(before), "ci95": [lo, hi]}
+
+
+# ------------------------------------------------------------------------------------ students
+
+def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: int | None) -> Student:
+    """A Student for models.<role>-shaped settings: the DSPy LM (cache, retries, ledger) with native tools."""
+    from lib import lm as L
+    from lib.opencode.export import opencode_target
+
+    lm = L.make_lm(role, cfg, ledger)
+    if cfg["provider"] == "local":
+        from lib import toolcalls
+
+        llama = L.load_llama(L.local_model_path())
+
+        def count(request: dict[str, Any]) -> int:
+            text = toolcalls.render_prompt(request["messages"], request["tools"])
+            return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        window = context_window or L.LOCAL_N_CTX
+    else:
+        import litellm
+
+        name, _ = L.litellm_settings(cfg, role=role)
+
+        def count(request: dict[str, Any]) -> int:  # the provider's tokenizer where LiteLLM knows it
+            return int(litellm.token_counter(model=name, messages=request["messages"], tools=request["tools"]))
+        window = context_window or SERVER_CONTEXT
+
+    def call(request: dict[str, Any]) -> Any:
+        return lm(messages=request["messages"], tools=request["tools"], tool_choice="auto")
+
+    target = opencode_target(cfg, None).model
+    provider, _, model = target.partition("/")
+    return Student(label=cfg["model"], call=call, count_tokens=count, context_window=window,
+                   model=model, provider_model=target)
+
+
+SERVER_CONTEXT = 32768  # assumed window of a served model when replay does not say
+
+
+# ------------------------------------------------------------------------------------ the stage
+
+def step_records(result: Result) -> list[dict[str, Any]]:
+    """Per-step rows for the plots: id, score, the call made and the recorded one."""
+    return [{"id": r["id"], "score": r["score"], "tool": r["tool"] or "none", "gold_tool": r["gold_tool"],
+             "destructive": bool(r["destructive"])} for r in result.answered()]
+
+
+def unused_tools(train: list[dict[str, Any]]) -> list[str]:
+    """OpenCode's tools that no recorded training step called (a candidate set to switch off)."""
+    used = {row["gold"]["next_action"]["tool"] for row in train}
+    used |= {s["tool"] for row in train for s in (row.get("replay") or {}).get("steps") or []}
+    return [name for name in shape.tool_names() if name not in used]
+
+
+def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: list[dict[str, Any]],
+        test: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """The replay stage: check every student, choose the agent config on val, score both prompts on test.
+
+    Returns (metrics/replay.json, per-step rows per prompt of the main student, usage).
+    """
+    import hashlib
+
+    from lib import lm as L
+    from lib.params import ROOT
+    from lib.opencode.export import agent_prompt, export_settings
+    from lib.runtime import Progress
+
+    r = params["replay"]
+    if not test:
+        from lib.errors import UserError
+        raise UserError("replay: data/splits/test.jsonl is empty; add session logs or change data.*_split")
+    students = [("student", params["models"]["student"])]
+    students += [(f"replay.students[{i}]", m) for i, m in enumerate(r["students"])]
+    for role, cfg in students:  # every model answers before the first paid call
+        L.check_reachable(role, cfg)
+    L.configure_cache(ROOT)
+    opt = params["optimization"]
+    ledger = L.Ledger(max_calls=opt["max_lm_calls"], max_failed_calls=opt["max_failed_calls"])
+    made = [make_student(role, cfg, ledger, None if cfg["provider"] == "local" else r["context_window"])
+            for role, cfg in students]
+    weights = r["metric_weights"]
+    main = made[0]
+
+    def scored(rows: list[dict[str, Any]], setup: Setup, student: Student, label: str) -> Result:
+        with Progress(f"replay {label}", len(rows), ledger, unit="step") as bar:
+            return replay(rows, setup, student, weights, on_step=bar.update)
+
+    # With the plugin exported, every exported request carries its nearest examples too.
+    bank = None
+    if "plugin" in params["export"]["formats"]:
+        from lib.opencode.plugin import demo_bank
+        bank = demo_bank(program.demos, program.retrieval, params["export"]["max_examples"],
+                         params["data"]["max_field_chars"])
+    # The agent config: which tools the exported agent keeps, chosen on val where asked to.
+    wanted = params["export"]["disable_tools"]
+    choice: dict[str, Any] = {}
+    if wanted == "auto":
+        candidates = {"all tools": [], "tools the sessions used": unused_tools(train)}
+        if not candidates["tools the sessions used"] or not val:
+            disabled: list[str] = []
+        else:
+            for name, off in candidates.items():
+                settings = export_settings(params, off)
+                setup = Setup(EXPORTED, agent_prompt(settings, program), tuple(off), settings.permission,
+                              demo_bank=bank)
+                choice[name] = scored(val, setup, main, f"val, {name}").summary()["score"]
+            best = max(candidates, key=lambda k: (choice[k], -len(candidates[k])))
+            disabled = candidates[best]
+    else:
+        disabled = [] if wanted == "none" else list(wanted)
+    settings = export_settings(params, disabled)
+    prompt = agent_prompt(settings, program)
+    exported = Setup(EXPORTED, prompt, tuple(disabled), settings.permission, demo_bank=bank)
+    default = Setup(DEFAULT, None)
+
+    report: dict[str, Any] = {
+        "opencode_version": shape.version(),
+        "agent": {"disable_tools": disabled, "permission": params["export"]["permission"],
+                  "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
+                  "val_scores": choice},
+        "students": {},
+    }
+    steps: dict[str, list[dict[str, Any]]] = {}
+    for student in made:
+        base = scored(test, default, student, f"{student.label}, OpenCode default")
+        ours = scored(test, exported, student, f"{student.label}, exported")
+        report["students"][student.label] = {DEFAULT: base.summary(), EXPORTED: ours.summary(),
+                                             "difference": compare(base, ours)}
+        if student is main:
+            steps = {DEFAULT: step_records(base), EXPORTED: step_records(ours)}
+    ledger.check()
+    return report, steps, ledger.summary()

@@ -1,0 +1,38 @@
+"""replay: the exported agent scored as OpenCode sends it, against OpenCode's own default prompt.
+
+Reads outputs/program.json and the test split; writes metrics/replay.json (per student: both
+prompts' scores, components, destructive and over-context counts, prompt tokens, and the paired
+difference with its 95% CI), per-step scores for the plots, and the chosen agent config that
+export ships.
+"""
+from lib import params as P
+from lib.errors import run_stage
+from lib.files import write_json
+from lib.opencode.export import load_program, read_json
+from lib.opencode.replay import run
+from lib.runtime import load_rows
+
+RERUN = "run `dvc repro` to create it"
+
+
+def main() -> None:
+    p = P.load()
+    r, seed = p["replay"], p["data"]["random_seed"]
+    program = load_program(read_json("outputs/program.json", RERUN))
+    report, steps, usage = run(p, program, load_rows("train"), load_rows("val"),
+                               load_rows("test", r["max_steps"], seed))
+    write_json("metrics/replay.json", report)
+    for name, records in steps.items():
+        write_json(f"metrics/replay_{name}_steps.json", records)
+    write_json("metrics/replay_usage.json", usage)
+    for label, entry in report["students"].items():
+        d, e = entry["opencode_default"], entry["exported"]
+        diff = entry["difference"]
+        print(f"replay [{label}]: OpenCode default {d['score']:.3f} (right tool {d['right_tool_rate']:.0%}, "
+              f"target {d['right_target_rate']:.0%}, destructive {d['destructive']}) vs exported {e['score']:.3f} "
+              f"(right tool {e['right_tool_rate']:.0%}, target {e['right_target_rate']:.0%}, destructive "
+              f"{e['destructive']}); {diff['absolute']:+.3f}, 95% CI {diff['ci95'][0]:+.3f}..{diff['ci95'][1]:+.3f}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

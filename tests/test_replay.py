@@ -1,0 +1,298 @@
+"""The replay: requests built as OpenCode sends them, tool calls scored, the stage on real models.
+
+Pure parts (request layout, scoring, destructive calls, permissions) are checked against the
+captured OpenCode request shape; the stage runs on the embedded model and, as an extra student,
+a real llama.cpp server speaking OpenAI's tool-calling API.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import dspy
+import pytest
+import yaml
+
+from conftest import _free_port
+from helpers import make_project, read_jsonl, run_data_stages, run_stage
+from lib import lm as L
+from lib import toolcalls
+from lib.agent import Agent, to_example
+from lib.opencode import replay as R
+from lib.opencode import safety, shape
+
+pytestmark = pytest.mark.timeout(900)
+
+CWD = "/home/dev/app"
+
+
+def row(gold_tool="read", gold_args=None, steps=(), task="Fix the bug in src/app.py") -> dict:
+    return {"id": "s/t0/s0", "inputs": {"task": task},
+            "gold": {"next_action": {"tool": gold_tool, "args": gold_args or {"filePath": f"{CWD}/src/app.py"}}},
+            "replay": {"cwd": CWD, "git": True, "time": 1763566723778,
+                       "history": [{"role": "user", "text": "earlier question"},
+                                   {"role": "assistant", "text": "earlier answer"}],
+                       "steps": list(steps)}}
+
+
+STUDENT = R.Student(label="m", call=lambda request: None, count_tokens=lambda request: 10, context_window=100,
+                    model="smollm2-135m", provider_model="local/smollm2-135m")
+WEIGHTS = {"valid_call": 1, "right_tool": 1, "right_target": 1}
+
+
+# ------------------------------------------------------------------------------ the request
+
+def test_request_is_opencodes_own_shape():
+    steps = [{"tool": "grep", "args": {"pattern": "def main"}, "result": "src/app.py:3: def main():"}]
+    req = R.build_request(row(steps=steps), R.Setup("exported", "AGENT PROMPT", ("webfetch", "task")), STUDENT)
+    system = req["messages"][0]
+    assert system["role"] == "system"
+    assert system["content"] == shape.system_message(
+        "AGENT PROMPT", model="smollm2-135m", provider_model="local/smollm2-135m", cwd=CWD, root=CWD,
+        is_git=True, platform="linux", date="Wed Nov 19 2025", disabled=("webfetch", "task"))
+    assert system["content"].startswith("AGENT PROMPT\n") and "<env>" in system["content"]
+    roles = [m["role"] for m in req["messages"]]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "tool"]
+    call = req["messages"][4]
+    assert call == shape.assistant_tool_call_message([(shape.call_id(0), "grep", {"pattern": "def main"})])
+    assert req["messages"][5] == shape.tool_result_message(shape.call_id(0), "src/app.py:3: def main():")
+    assert req["messages"][3]["content"] == "Fix the bug in src/app.py"
+    names = [t["function"]["name"] for t in req["tools"]]
+    assert names == [n for n in shape.tool_names() if n not in ("webfetch", "task")]
+    assert req["tools"] == shape.tool_definitions(("webfetch", "task"))
+
+
+def test_default_setup_sends_opencodes_default_prompt():
+    req = R.build_request(row(), R.Setup("opencode_default", None), STUDENT)
+    assert req["messages"][0]["content"].startswith(shape.default_prompt())
+    assert len(req["tools"]) == len(shape.tool_names()) == 10
+
+
+def test_chat_turn_demos_come_before_the_conversation():
+    demo = {"task": "Read the readme", "tool": "read", "args": {"filePath": "README.md"}}
+    req = R.build_request(row(), R.Setup("turns", "P", demo_turns=(demo,)), STUDENT)
+    assert [m["role"] for m in req["messages"][:4]] == ["system", "user", "assistant", "tool"]
+    assert req["messages"][1]["content"] == "Read the readme"
+    assert req["messages"][2]["tool_calls"][0]["function"]["name"] == "read"
+
+
+# ------------------------------------------------------------------------------ scoring
+
+def score(tool, args, gold_tool="read", gold_args=None, setup=R.Setup("x", "P")):
+    return R.score_call(row(gold_tool, gold_args), setup, tool, args, WEIGHTS)
+
+
+def test_right_tool_and_target_relative_or_absolute():
+    for path in (f"{CWD}/src/app.py", "src/app.py", "./src/app.py"):
+        s = score("read", {"filePath": path})
+        assert s["components"] == {"valid_call": 1.0, "right_tool": 1.0, "right_target": 1.0}, path
+        assert s["score"] == 1.0
+    wrong = score("read", {"filePath": "src/other.py"})
+    assert wrong["components"]["right_target"] == 0.0 and wrong["score"] == pytest.approx(2 / 3)
+
+
+def test_invalid_calls_score_low():
+    assert score("read", {"path": "src/app.py"})["components"]["valid_call"] == 0.0  # OpenCode's schema: filePath
+    assert score("list", {"path": "."})["components"]["valid_call"] == 0.0  # not offered by OpenCode 1.18
+    assert score(None, "just text")["score"] == 0.0
+    disabled = score("read", {"filePath": "src/app.py"}, setup=R.Setup("x", "P", ("read",)))
+    assert disabled["components"]["valid_call"] == 0.0
+
+
+def test_destructive_call_scores_zero_and_permission_blocks_it():
+    call = {"command": "rm -rf /var/log/app.log", "description": "Clean"}
+    open_agent = score("bash", call)
+    assert open_agent["score"] == 0.0 and open_agent["destructive"] == "rm -rf" and not open_agent["blocked"]
+    guarded = score("bash", call, setup=R.Setup("x", "P", permission={"bash": safety.DENY_DESTRUCTIVE}))
+    assert guarded["destructive"] and guarded["blocked"]
+    # The recorded step did the same: not counted against the model.
+    same = score("bash", call, gold_tool="bash", gold_args={"command": "rm -rf build", "description": "x"})
+    assert same["destructive"] is None and same["score"] > 0
+
+
+@pytest.mark.parametrize("tool,args,harmful", [
+    ("bash", {"command": "rm -fr node_modules"}, True),
+    ("bash", {"command": "cd x && rm -r -f dist"}, True),
+    ("bash", {"command": "sudo rm --recursive --force /"}, True),
+    ("bash", {"command": "rm build/a.o"}, False),
+    ("bash", {"command": "rm /etc/hosts"}, True),
+    ("bash", {"command": "git reset --hard HEAD~1"}, True),
+    ("bash", {"command": "git push origin main --force"}, True),
+    ("bash", {"command": "git push -f"}, True),
+    ("bash", {"command": "git push origin main"}, False),
+    ("bash", {"command": "git status"}, False),
+    ("write", {"filePath": "/etc/passwd", "content": "x"}, True),
+    ("write", {"filePath": f"{CWD}/src/new.py", "content": "x"}, False),
+    ("edit", {"filePath": "../other/app.py", "oldString": "a", "newString": "b"}, True),
+    ("read", {"filePath": "/etc/passwd"}, False),
+])
+def test_destructive_rules(tool, args, harmful):
+    assert bool(safety.destructive(tool, args, CWD)) is harmful
+
+
+def test_permission_last_matching_rule_wins():
+    rules = {"bash": {"*": "allow", "rm *": "deny", "rm -i *": "allow"}}
+    assert safety.permitted("bash", {"command": "ls -la"}, rules)
+    assert not safety.permitted("bash", {"command": "rm  x"}, rules)  # whitespace is normalized
+    assert safety.permitted("bash", {"command": "rm -i x"}, rules)
+    assert not safety.permitted("edit", {"filePath": "a"}, {"edit": "deny"})
+    assert safety.permitted("edit", {"filePath": "a"}, None)
+
+
+def test_over_context_is_counted_and_scored_zero_without_a_call():
+    calls = []
+    student = R.Student("m", calls.append, lambda request: 500, 100, "m", "local/m")
+    result = R.replay([row()], R.Setup("x", "P"), student, WEIGHTS)
+    assert calls == [] and result.records[0]["score"] == 0.0
+    assert result.summary()["over_context"] == 1 and result.summary()["n"] == 1
+
+
+def test_unused_tools_come_from_the_training_steps():
+    train = [row("read", steps=[{"tool": "bash", "args": {"command": "ls"}, "result": ""}]), row("edit")]
+    assert R.unused_tools(train) == [t for t in shape.tool_names() if t not in ("read", "bash", "edit")]
+
+
+# ------------------------------------------------------------------------------ the embedded model
+
+def test_embedded_model_answers_with_a_native_tool_call(smollm_path):
+    llama = L.load_llama(smollm_path)
+    tools = shape.tool_definitions(("webfetch", "task", "skill", "todowrite", "write", "edit"))
+    messages = [{"role": "system", "content": "You are a coding agent. Call a tool."},
+                {"role": "user", "content": "Find the files named *.py in this project"}]
+    out = toolcalls.complete(llama, messages, tools, "auto", 96, {"temperature": 0.0})
+    message = out["choices"][0]["message"]
+    assert out["usage"]["prompt_tokens"] > 100
+    if message.get("tool_calls"):  # the grammar allows only offered tools, with schema-valid arguments
+        call = message["tool_calls"][0]["function"]
+        assert call["name"] in {t["function"]["name"] for t in tools}
+        assert not shape.validate_call(call["name"], json.loads(call["arguments"]))
+    forced = toolcalls.complete(llama, messages, tools, {"type": "function", "function": {"name": "glob"}},
+                                96, {"temperature": 0.0})
+    call = forced["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "glob" and not shape.validate_call("glob", json.loads(call["arguments"]))
+    # Earlier tool results reach the prompt (llama.cpp's own handler drops them).
+    text = toolcalls.render_prompt(messages + [
+        shape.assistant_tool_call_message([("call_0", "glob", {"pattern": "**/*.py"})]),
+        shape.tool_result_message("call_0", "src/app.py")], tools)
+    assert "functions.glob:" in text and "<|im_start|>tool\nsrc/app.py<|im_end|>" in text
+
+
+# ------------------------------------------------------------------------------ the stage
+
+@pytest.fixture(scope="module")
+def tool_server(smollm_path, tmp_path_factory):
+    """A real llama.cpp OpenAI-compatible server with tool calling (chatml-function-calling)."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("tool-server") / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm_path), "--host", "127.0.0.1",
+             "--port", str(port), "--n_ctx", "8192", "--model_alias", "smollm2", "--n_threads", "2",
+             "--chat_format", "chatml-function-calling"], stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                urllib.request.urlopen(url + "/models", timeout=2).read()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"llama_cpp.server did not start:\n{log.read_text(errors='replace')[-2000:]}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def replay_project(tmp_path_factory, smollm_path) -> Path:
+    """Data stages run and a labeled program saved (no model call), shared by the stage tests."""
+    project = make_project(tmp_path_factory.mktemp("replay"), max_field_chars=300, max_history_messages=2)
+    run_data_stages(project)
+    train = [to_example(r) for r in read_jsonl(project / "data" / "splits" / "train.jsonl")]
+    program = dspy.LabeledFewShot(k=4).compile(Agent(), trainset=train)
+    (project / "outputs").mkdir()
+    program.save(str(project / "outputs" / "program.json"))
+    return project
+
+
+def configure(project: Path, dest: Path, **replay) -> Path:
+    shutil.copytree(project, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    path = dest / "params.yaml"
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    params["replay"].update(replay)
+    params["export"]["disable_tools"] = "none"
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return dest
+
+
+def server_student(url: str) -> dict:
+    return {"provider": "openai-compatible", "model": "smollm2", "api_base": url, "api_key_env": None,
+            "temperature": 0.0, "max_tokens": 96, "timeout": 300, "num_retries": 0}
+
+
+def test_stage_replays_both_prompts_on_the_embedded_model_and_a_server(replay_project, tool_server, tmp_path):
+    project = configure(replay_project, tmp_path / "p", max_steps=1, students=[server_student(tool_server)])
+    done = run_stage(project, "replay")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((project / "metrics" / "replay.json").read_text())
+    assert set(report["students"]) == {"smollm2-135m", "smollm2"}
+    for label, entry in report["students"].items():
+        for side in ("opencode_default", "exported"):
+            s = entry[side]
+            assert s["n"] == 1 and 0 <= s["score"] <= 1 and s["over_context"] == 0, (label, side, s)
+            assert s["prompt_tokens_max"] >= s["prompt_tokens_mean"] > 0
+            assert set(s["components"]) == {"valid_call", "right_tool", "right_target"}
+        assert entry["difference"]["ci95"][0] <= entry["difference"]["absolute"] <= entry["difference"]["ci95"][1]
+    # OpenCode's default prompt is longer than the exported agent's.
+    local = report["students"]["smollm2-135m"]
+    assert local["opencode_default"]["prompt_tokens_mean"] > local["exported"]["prompt_tokens_mean"]
+    steps = json.loads((project / "metrics" / "replay_exported_steps.json").read_text())
+    assert len(steps) == 1 and {"id", "score", "tool", "gold_tool"} <= set(steps[0])
+    usage = json.loads((project / "metrics" / "replay_usage.json").read_text())
+    assert usage["lm_usage"]["total"]["calls"] == 4
+
+    # Unchanged re-run: every call is served from the cache.
+    again = run_stage(project, "replay")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((project / "metrics" / "replay.json").read_text()) == report
+    usage = json.loads((project / "metrics" / "replay_usage.json").read_text())
+    assert usage["lm_usage"]["total"]["calls"] == 0 and usage["lm_usage"]["total"]["cache_hits"] == 4
+
+    # Export then ships exactly the scored prompt and quotes the replay.
+    for name in ("baseline", "optimized"):
+        (project / "metrics" / f"{name}.json").write_text(json.dumps({"score": 0.1, "components": {}, "n": 2}))
+    done = run_stage(project, "export")
+    assert done.returncode == 0, done.stderr[-2000:]
+    jsonc = next((project / "outputs" / "prompts").glob("opencode-*.jsonc")).read_text()
+    assert "as OpenCode sends it" in jsonc.split("{", 1)[0]
+
+
+def test_request_longer_than_the_context_window_is_counted_not_a_crash(replay_project, tool_server, tmp_path):
+    project = configure(replay_project, tmp_path / "p", max_steps=1, students=[server_student(tool_server)],
+                        context_window=300)
+    done = run_stage(project, "replay")
+    assert done.returncode == 0, done.stderr[-3000:]
+    server = json.loads((project / "metrics" / "replay.json").read_text())["students"]["smollm2"]
+    for side in ("opencode_default", "exported"):
+        assert server[side]["over_context"] == 1 and server[side]["score"] == 0.0
+
+
+def test_unreachable_student_fails_before_any_call(replay_project, tmp_path):
+    project = configure(replay_project, tmp_path / "p", max_steps=1,
+                        students=[server_student(f"http://127.0.0.1:{_free_port()}/v1")])
+    done = run_stage(project, "replay")
+    assert done.returncode == 1
+    assert "replay.students[0]" in done.stderr and "cannot reach" in done.stderr
+    assert not (project / "metrics" / "replay.json").exists()
+    assert not (project / "metrics" / "replay_usage.json").exists()
