@@ -155,7 +155,7 @@ class Writer(threading.Thread):
             con.commit()
             self.written += 1
             i += 1
-            time.sleep(0.005)
+            time.sleep(0.05)
         con.close()
 
 

@@ -23,7 +23,7 @@ import yaml  # noqa: E402
 
 from lib import params as P  # noqa: E402
 from lib.agent import Agent  # noqa: E402
-from lib.evaluate import Evaluation, evaluate, paired_bootstrap_ci  # noqa: E402
+from lib.evaluate import evaluate, paired_bootstrap_ci  # noqa: E402
 from lib.metric import Metric  # noqa: E402
 from lib.optimize import optimize  # noqa: E402
 from lib.runtime import load_examples, load_rows, start  # noqa: E402
@@ -38,13 +38,15 @@ def main() -> None:
     ap.add_argument("--labeled", type=Path, metavar="FILE",
                     help="per-example test records of a labeled run (metrics/optimized_examples.json of "
                          "`dvc repro` with optimizer labeled) instead of scoring labeled again")
+    ap.add_argument("--limit", type=int, metavar="N",
+                    help="score only the first N test examples (a partial run, e.g. what the model cache holds)")
     args = ap.parse_args()
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     p = P.load(overrides=overrides)
     opt, seed = p["optimization"], p["data"]["random_seed"]
     rt = start(p, with_teacher=False)
     metric = Metric(opt["metric_weights"])
-    test = load_rows("test")
+    test = load_rows("test")[:args.limit] if args.limit else load_rows("test")
     train = load_examples("train", opt["max_train_examples"], seed)
     val = load_examples("val", opt["max_val_examples"], seed)
     print(f"test {len(test)}, train {len(train)}, val {len(val)}; student "
@@ -55,25 +57,27 @@ def main() -> None:
     if args.labeled:
         records = json.loads(args.labeled.read_text(encoding="utf-8"))
         by_id = {r["id"]: r for r in records}
-        if set(by_id) != {r["id"] for r in test}:
+        if not {r["id"] for r in test} <= set(by_id):
             sys.exit(f"{args.labeled} does not hold the current test split's examples; run without --labeled")
-        results["labeled"] = Evaluation(score=0.0, components={}, n=len(test), unparsed=0, errors=0,
-                                        per_example=[by_id[r["id"]] for r in test])
+        results["labeled"] = [by_id[r["id"]] for r in test]
         print(f"labeled: per-example test records from {args.labeled}", flush=True)
     for name in [n for n in ("labeled", "knn") if n not in results]:
         t0 = time.monotonic()
         program = optimize(name, opt[name], Agent(), train, val, metric, None, rt.student, opt["num_threads"], seed)
         chosen = f" (k={program.k}, fields={'+'.join(program.fields)})" if name == "knn" else ""
-        results[name] = evaluate(program, test, metric, opt["num_threads"], name, rt.ledger.status)
-        print(f"{name}{chosen}: test score {results[name].score:.3f} in {time.monotonic() - t0:.0f}s "
-              f"({rt.ledger.status()})", flush=True)
+        done = evaluate(program, test, metric, opt["num_threads"], name, rt.ledger)
+        results[name] = done.per_example
+        print(f"{name}{chosen}: test score {done.score:.3f} on {done.n} answered in {time.monotonic() - t0:.0f}s",
+              flush=True)
 
-    lab, knn = results["labeled"], results["knn"]
+    lab = {r["id"]: r for r in results["labeled"] if not r.get("failed")}
+    knn = {r["id"]: r for r in results["knn"] if not r.get("failed")}
+    ids = [r["id"] for r in test if r["id"] in lab and r["id"] in knn]  # a failed call leaves an example out
     print("\n| measure | labeled | knn | knn - labeled | paired 95% CI |")
     print("|---|---|---|---|---|")
     for part in ("score", *COMPONENTS):
-        before = [_value(r, part) for r in lab.per_example]
-        after = [_value(r, part) for r in knn.per_example]
+        before = [_value(lab[i], part) for i in ids]
+        after = [_value(knn[i], part) for i in ids]
         pairs = [(b, a) for b, a in zip(before, after) if b is not None and a is not None]
         if not pairs:
             continue
@@ -81,7 +85,8 @@ def main() -> None:
         a_mean = sum(a for _, a in pairs) / len(pairs)
         lo, hi = paired_bootstrap_ci([b for b, _ in pairs], [a for _, a in pairs])
         print(f"| {part} | {b_mean:.3f} | {a_mean:.3f} | {a_mean - b_mean:+.3f} | {lo:+.3f}..{hi:+.3f} |")
-    print(f"\nn={len(test)} test examples; {rt.ledger.status()}")
+    totals = rt.ledger.totals()
+    print(f"\nn={len(ids)} paired test examples; LM calls {totals['calls']}, cache hits {totals['cache_hits']}")
 
 
 def _value(record: dict, part: str) -> float | None:

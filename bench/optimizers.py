@@ -53,14 +53,14 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
 
     t0, (c0, k0) = time.monotonic(), usage()
-    base = evaluate(Agent(), test, metric, opt["num_threads"], "baseline", rt.ledger.status)
+    base = evaluate(Agent(), test, metric, opt["num_threads"], "baseline", rt.ledger)
     c1, k1 = usage()
     _row("baseline", base.score, None, c1 - c0, k1 - k0, time.monotonic() - t0, 0)
     for name in args.optimizers:
         t0, (c0, k0) = time.monotonic(), usage()
         program = optimize(name, opt[name], Agent(), train, val, metric, rt.teacher, rt.student,
-                           opt["num_threads"], seed)
-        result = evaluate(program, test, metric, opt["num_threads"], name, rt.ledger.status)
+                           opt["num_threads"], seed, ledger=rt.ledger)
+        result = evaluate(program, test, metric, opt["num_threads"], name, rt.ledger)
         c1, k1 = usage()
         _row(name, result.score, improvement(base.per_example, result.per_example), c1 - c0, k1 - k0,
              time.monotonic() - t0, sum(len(pr.demos) for pr in program.predictors()))

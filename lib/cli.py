@@ -246,7 +246,8 @@ def summary(root: Path = ROOT) -> str:
 
     base, opt = load("baseline.json"), load("optimized.json")
     # Usage lives beside the scores, in files a re-run may change (calls vs cache hits).
-    usage = [load(name).get("lm_usage", {}).get("total", {}) for name in ("baseline_usage.json", "optimized_usage.json")]
+    usage = [load(name).get("lm_usage", {}).get("total", {})
+             for name in ("baseline_usage.json", "optimized_usage.json")]
     calls = sum(int(u.get("calls") or 0) for u in usage)
     hits = sum(int(u.get("cache_hits") or 0) for u in usage)
     prompt = sum(int(u.get("prompt_tokens") or 0) for u in usage)

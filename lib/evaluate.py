@@ -7,6 +7,7 @@ stops the run with an error that names the model, its address and the fix (see l
 """
 from __future__ import annotations
 
+import contextvars
 import random
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -86,7 +87,8 @@ def evaluate(program: dspy.Module, rows: list[dict[str, Any]], metric: Metric, n
             records: list[dict[str, Any]] = [{}] * len(rows)
             pool = ThreadPoolExecutor(num_threads)
             try:
-                futures = {pool.submit(one, i): i for i in range(len(rows))}
+                # Each example runs in a copy of this context, so dspy.context(lm=...) reaches the threads.
+                futures = {pool.submit(contextvars.copy_context().run, one, i): i for i in range(len(rows))}
                 for future in futures:
                     records[futures[future]] = future.result()
                     progress.update()

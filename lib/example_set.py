@@ -33,7 +33,7 @@ def build_file(sessions_path: str | Path, out_path: str | Path, filters: Filters
                max_history: int, max_chars: int, workers: int | None = None) -> Built:
     """Write every example row of every session; `filters` gets the counts of what it removed."""
     parents: dict[str, str] = {}
-    with open(sessions_path, encoding="utf-8") as fh:
+    with open(sessions_path, "rb") as fh:  # bytes: workers decode, in parallel
         for line in fh:
             if line.strip():
                 sid, parent = line_ids(line)
@@ -42,7 +42,7 @@ def build_file(sessions_path: str | Path, out_path: str | Path, filters: Filters
     settings = (parents, (filters.require_success, filters.success_rule, filters.min_correctness,
                           filters.min_efficiency, filters.agent_filter), granularity, max_history, max_chars)
     built = Built()
-    with open(sessions_path, encoding="utf-8") as fh, atomic_open(out_path) as out:
+    with open(sessions_path, "rb") as fh, atomic_open(out_path) as out:
         for _, (text, n, tools, removed, seen) in ordered_map(_rows, _chunks(fh), settings, workers):
             out.write(text)
             built.examples += n
@@ -52,13 +52,13 @@ def build_file(sessions_path: str | Path, out_path: str | Path, filters: Filters
     return built
 
 
-def _chunks(lines: Any) -> Iterator[list[str]]:
+def _chunks(lines: Any) -> Iterator[list[bytes]]:
     lines = (line for line in lines if line.strip())
     while chunk := list(islice(lines, _CHUNK)):
         yield chunk
 
 
-def _rows(lines: list[str], settings: tuple[Any, ...]) -> tuple[str, int, Counter[str], Counter[str], Counter[str]]:
+def _rows(lines: list[bytes], settings: tuple[Any, ...]) -> tuple[str, int, Counter[str], Counter[str], Counter[str]]:
     """The example rows of a chunk of sessions, as JSONL text (runs in a worker)."""
     parents, filter_args, granularity, max_history, max_chars = settings
     filters = Filters(*filter_args)

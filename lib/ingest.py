@@ -140,11 +140,11 @@ def parse(logs_dir: str, opencode_db: str | None, redact: bool, strict: bool, fi
             if strict:  # fail before sessions.jsonl is touched: no partial data set
                 write_jsonl(rejected_out, rejected)
                 raise UserError(message + "\ndata.strict is true: fix or remove these files, or set it to false")
-        with atomic_open(sessions_out) as out:
+        with atomic_open(sessions_out, binary=True) as out:
             for sid in sorted(index):
                 offset, size, _ = index[sid]
                 spool.seek(offset)
-                out.write(spool.read(size).decode("utf-8"))
+                out.write(spool.read(size))
     write_jsonl(rejected_out, rejected)
 
     counts = +redactor.counts  # drop kinds whose only copies were replaced

@@ -416,14 +416,6 @@ class Ledger:
             counts["cost"], counts["cached_cost"] = round(counts["cost"], 6), round(counts["cached_cost"], 6)
         return {"lm_usage": {**roles, "total": total, "max_calls": self.max_calls}}
 
-    def status(self) -> str:
-        """One short progress line, e.g. 'LM calls 12/3000, 40 cached'."""
-        with self._lock:
-            calls = self._spent()
-            hits = sum(u.cache_hits for u in self._roles.values())
-        cap = f"/{self.max_calls}" if self.max_calls is not None else ""
-        return f"LM calls {calls}{cap}, {hits} cached"
-
 
 # ---------------------------------------------------------------- failures
 
@@ -525,7 +517,7 @@ class _Accounted:
         cfg = self._cfg
         if cfg is None or not isinstance(exc, LMError):
             return
-        where = f"models.{self._role} ({cfg['provider']} {cfg['model']} at {self._address()})"
+        where = f"{param_key(self._role)} ({cfg['provider']} {cfg['model']} at {self._address()})"
         if isinstance(exc, LMAuthError):
             raise UserError(f"{where}: the API key was rejected ({exc}); check "
                             f"${cfg.get('api_key_env')} in the environment or .env") from exc

@@ -43,11 +43,16 @@ def _bootstrap_rs(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
 
 
 def _mipro(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
+    # auto sizes the search; with auto null the params give it (validated: both set).
+    size = {"auto": cfg["auto"]} if cfg["auto"] else {"auto": None, "num_candidates": cfg["num_candidates"]}
+    trials = {} if cfg["auto"] else {"num_trials": cfg["num_trials"]}
     opt = dspy.MIPROv2(metric=metric, prompt_model=teacher, task_model=student_lm,
-                       teacher_settings={"lm": teacher}, auto=cfg["auto"],
+                       teacher_settings={"lm": teacher}, **size,
                        max_bootstrapped_demos=cfg["max_bootstrapped_demos"],
                        max_labeled_demos=cfg["max_labeled_demos"], num_threads=threads, seed=seed)
-    return lambda program, train, val: opt.compile(program, trainset=train, valset=val)
+    # Evaluation in mini-batches (DSPy's 35) only where val is larger than one, as auto decides.
+    return lambda program, train, val: opt.compile(program, trainset=train, valset=val, **trials,
+                                                   minibatch=len(val) > 35)
 
 
 def _copro(cfg, metric, teacher, student_lm, threads, seed) -> Compile:

@@ -82,6 +82,14 @@ def _check_semantics(p: dict[str, Any]) -> list[str]:
                 problems.append(f"sources.{key}: {value!r} is not a date; write YYYY-MM-DD")
     if "since" in dates and "until" in dates and dates["since"] > dates["until"]:
         problems.append("sources.since is after sources.until: no session can match")
+    mipro = p["optimization"]["mipro"]
+    manual = [mipro["num_candidates"], mipro["num_trials"]]
+    if mipro["auto"] is None and None in manual:
+        problems.append("optimization.mipro: auto is null, so set both num_candidates and num_trials "
+                        "(e.g. 4 and 8), or set auto: light")
+    if mipro["auto"] is not None and manual != [None, None]:
+        problems.append(f"optimization.mipro: auto: {mipro['auto']} sets the search size; set num_candidates "
+                        f"and num_trials to null, or auto to null to use them")
     if p["optimization"]["metric"]:
         wrong = custom_metric.problem(p["optimization"]["metric"])  # imports it: the first call must not fail
         if wrong:

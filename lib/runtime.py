@@ -102,7 +102,8 @@ class Progress:
         self.bar.update(n)
         if not self.tty:
             now = time.monotonic()
-            if self.bar.n - self._last_n >= self.every or now - self._last_t >= self.interval:
+            due = self.bar.n - self._last_n >= self.every or now - self._last_t >= self.interval
+            if due and self.bar.n != self.bar.total:  # the last line comes from close()
                 self.bar.refresh()
                 self._last_n, self._last_t = self.bar.n, now
 

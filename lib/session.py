@@ -139,19 +139,20 @@ def _turn_dict(t: Turn) -> dict[str, Any]:
 _DECODER = json.JSONDecoder()
 
 
-def line_ids(line: str) -> tuple[str, str | None]:
-    """(id, parent_id) of one sessions.jsonl line, without parsing its turns.
+def line_ids(line: bytes) -> tuple[str, str | None]:
+    """(id, parent_id) of one sessions.jsonl line (UTF-8), without parsing its turns.
 
-    Lines are written with sorted keys, so `context`, `id` and `parent_id` come first; anything
-    else (a hand-edited file) is parsed whole.
+    Lines are written with sorted keys, so `context`, `id` and `parent_id` come first and the
+    line's head is enough; anything else (a hand-edited line, a huge context) is parsed whole.
     """
+    head = line[:8192].decode("utf-8", errors="replace")
     try:
-        if line.startswith('{"context":'):
-            _, end = _DECODER.raw_decode(line, 11)
-            if line.startswith(',"id":"', end):
-                sid, end = json.decoder.scanstring(line, end + 7)
-                if line.startswith(',"parent_id":', end):
-                    parent, _ = _DECODER.raw_decode(line, end + 13)
+        if head.startswith('{"context":'):
+            _, end = _DECODER.raw_decode(head, 11)
+            if head.startswith(',"id":"', end):
+                sid, end = json.decoder.scanstring(head, end + 7)
+                if head.startswith(',"parent_id":', end):
+                    parent, _ = _DECODER.raw_decode(head, end + 13)
                     if parent is None or isinstance(parent, str):
                         return sid, parent
     except ValueError:

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import dspy
 import pytest
@@ -81,6 +82,58 @@ def report(project: Path, name: str):
 
 def n_test(project: Path) -> int:
     return len(read_jsonl(project / "data" / "splits" / "test.jsonl"))
+
+
+# ---------------------------------------------------------------- the ledger's rules (pure logic)
+
+def failing(kind: str = "timeout"):
+    def call():
+        raise L.ModelCallFailed(f"models.student: {kind}", role="student", kind=kind)
+    return call
+
+
+def answered():
+    return SimpleNamespace(cache_hit=False, usage={"prompt_tokens": 3, "completion_tokens": 2}, cost=0.0)
+
+
+def test_ledger_allows_max_failed_calls_and_resets_the_run_of_failures_on_an_answer():
+    ledger = L.Ledger(max_failed_calls=3)
+    for _ in range(2):
+        with pytest.raises(L.ModelCallFailed):
+            ledger.run("student", failing(), lambda: None)
+    ledger.run("student", answered, lambda: None)  # an answer ends the run of failures
+    with pytest.raises(L.ModelCallFailed):
+        ledger.run("student", failing(), lambda: None)
+    ledger.check()
+    with pytest.raises(L.TooManyFailures, match=r"4 failed model call\(s\); optimization.max_failed_calls = 3"):
+        ledger.run("student", failing(), lambda: None)
+    with pytest.raises(L.TooManyFailures):  # stopped: nothing more is tried
+        ledger.run("student", answered, lambda: None)
+    assert ledger.failures() == 4 and ledger.totals()["failed"] == 4 and ledger.totals()["calls"] == 5
+
+
+def test_ledger_stops_after_three_failures_in_a_row_and_inside_optimizers_at_the_first():
+    ledger = L.Ledger(max_failed_calls=100)
+    for _ in range(2):
+        with pytest.raises(L.ModelCallFailed):
+            ledger.run("student", failing(), lambda: None)
+    with pytest.raises(L.TooManyFailures, match="3 model calls in a row failed"):
+        ledger.run("student", failing(), lambda: None)
+
+    strict = L.Ledger(max_failed_calls=100)
+    with strict.strict():
+        with pytest.raises(L.TooManyFailures, match="during optimization stops the stage"):
+            strict.run("teacher", failing("server error"), lambda: None)
+    with pytest.raises(L.TooManyFailures):
+        strict.check()  # an optimizer that swallowed it cannot hide it
+
+
+def test_other_errors_are_not_counted_as_model_failures():
+    ledger = L.Ledger()
+    with pytest.raises(TypeError):
+        ledger.run("student", lambda: (_ for _ in ()).throw(TypeError("bug")), lambda: None)
+    ledger.check()
+    assert ledger.failures() == 0
 
 
 # ---------------------------------------------------------------- the stages fail, naming the fix

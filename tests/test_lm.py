@@ -134,7 +134,7 @@ def test_ledger_counts_real_calls_and_hits_separately():
     assert s["teacher"]["unpriced_calls"] == 1 and s["teacher"]["cost"] == 0
     assert s["total"]["calls"] == 2 and s["total"]["prompt_tokens"] == 17
     assert json.loads(json.dumps(s)) == s  # plain numbers only
-    assert ledger.status() == "LM calls 2, 1 cached"
+    assert ledger.totals() == {"calls": 2, "cache_hits": 1, "tokens": 27, "failed": 0}
 
 
 def test_budget_refuses_the_call_that_would_exceed_it():

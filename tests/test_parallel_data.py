@@ -71,8 +71,11 @@ def test_build_examples_writes_the_same_bytes_with_one_worker_or_two(tmp_path):
 
 def test_ids_of_lines_laid_out_otherwise_are_still_read(tmp_path):
     row = {"context": {"files": ["a"]}, "id": "ses_1", "parent_id": "ses_0", "turns": []}
-    assert line_ids(dumps(row)) == ("ses_1", "ses_0")
-    assert line_ids(json.dumps(row, indent=1)) == ("ses_1", "ses_0")  # not canonical: parsed whole
+    assert line_ids(dumps(row).encode()) == ("ses_1", "ses_0")
+    assert line_ids(dumps({**row, "parent_id": None}).encode()) == ("ses_1", None)
+    assert line_ids(json.dumps(row, indent=1).encode()) == ("ses_1", "ses_0")  # not canonical: parsed whole
+    odd = {**row, "id": 'a"é', "parent_id": "b\\c"}
+    assert line_ids(dumps(odd).encode()) == ('a"é', "b\\c")
     example = {"gold": {"args": {"group_id": "no", "x": ',"session_id":"no"'}}, "group_id": "g", "id": "s/t0",
                "session_id": "s", "step": None, "turn": 0}
     assert row_groups(dumps(example).encode()) == ("g", "s")
@@ -80,3 +83,14 @@ def test_ids_of_lines_laid_out_otherwise_are_still_read(tmp_path):
     assert row_groups(json.dumps(example).encode()) == ("g", "s")  # not canonical: parsed whole
     odd = {**example, "group_id": 'g"1é', "session_id": "s\\2"}
     assert row_groups(dumps(odd).encode()) == ('g"1é', "s\\2")
+
+
+def test_collapsing_a_prefix_of_tool_output_cuts_it_the_same_as_collapsing_all_of_it():
+    import random
+    from lib.examples import _cut, _squeeze
+    rnd = random.Random(3)
+    words = ["a", "bb", "ccc", "x" * 50, " ", "  ", "\n", "\t\t", "é", "日本"]
+    for _ in range(2000):
+        text = "".join(rnd.choice(words) for _ in range(rnd.randint(0, 400)))
+        for limit in (1, 5, 120):
+            assert _cut(_squeeze(text, limit), limit) == _cut(" ".join(text.split()), limit)

@@ -18,7 +18,6 @@ from lib.examples import Filters, build
 from lib.opencode import plugin
 from lib.opencode.recorder import Recorder, ToolCall, is_title_request, system_text
 from lib.redact import Redactor
-from lib.retrieval import Index, query_text
 from lib.session import Session
 from lib.sources import read_all
 from lib.sources.common import Rejected
@@ -66,12 +65,6 @@ class Workspace:
         return done
 
 
-def injected(bank: dict, query: str) -> str:
-    """The system text the plugin must add for this query, from Python's own pick."""
-    picks = Index.from_bank(bank).top_k(query, bank["k"])
-    return "\n\n".join([bank["header"], *(bank["demos"][i]["text"] for i in picks)])
-
-
 def tool_output(body: dict) -> str:
     return next(m["content"] for m in body["messages"] if m.get("role") == "tool")
 
@@ -98,15 +91,16 @@ def test_demos_in_the_request_are_the_ones_python_picks(demos, opencode_bin, tmp
             agent = rec.agent_requests()
         assert len(agent) == 2, f"{task!r}: {len(agent)} agent requests"
         context = f"working directory: {ws.project}"
-        first = query_text({"task": task, "steps_so_far": "", "context": context}, bank["fields"])
+        first = {"task": task, "steps_so_far": "", "context": context}
         output = " ".join(tool_output(agent[1]).split())
         steps = f'1. read {json.dumps({"filePath": str(ws.project / "calc.py")})} -> ok: ' + \
                 (output if len(output) <= 120 else output[:119] + "…")
-        second = query_text({"task": task, "steps_so_far": steps, "context": context}, bank["fields"])
-        for body, query in ((agent[0], first), (agent[1], second)):
+        second = {"task": task, "steps_so_far": steps, "context": context}
+        for body, inputs in ((agent[0], first), (agent[1], second)):
             system = system_text(body)
             assert system.count(bank["header"]) == 1, f"{task!r}: examples block missing or repeated"
-            assert injected(bank, query) in system, f"{task!r}: the request's demos differ from Python's pick"
+            # Python's pick, as the replay stage sends it (lib.opencode.plugin.injected_text)
+            assert plugin.injected_text(bank, inputs) in system, f"{task!r}: the request's demos differ"
         # The step changed what is nearest (a read of calc.py): the two requests need not agree,
         # but each must match its own query, which the asserts above check.
 

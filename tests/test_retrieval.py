@@ -264,3 +264,18 @@ def test_export_writes_the_plugin_and_its_bank(demos):
     guide = files["USAGE_GUIDE_build.md"]
     assert 'cp outputs/prompts/plugin/nearest-demos.* "$PROJECT/.opencode/plugin/"' in guide
     assert "OPENCODE_NEAREST_DEMOS=off" in guide
+
+
+def test_replay_request_carries_the_plugin_examples(rows, demos):
+    """With the plugin exported, replay sends each step its nearest examples as OpenCode does."""
+    from lib.opencode.replay import Setup, Student, build_request
+    bank = plugin.demo_bank(demos, {"k": 2, "fields": ["task", "steps_so_far"]}, 2, 1200)
+    student = Student(label="s", call=lambda request: None, count_tokens=lambda request: 0, context_window=8192,
+                      model="m", provider_model="local/m")
+    for row in (rows[3], rows[40]):
+        with_bank = build_request(row, Setup("exported", "Do it.", demo_bank=bank), student)
+        plain = build_request(row, Setup("exported", "Do it."), student)
+        extra = plugin.injected_text(bank, row["inputs"])
+        assert extra.startswith(bank["header"]) and extra.count("\nCall: {") == 2
+        assert with_bank["messages"][1] == {"role": "system", "content": extra}
+        assert with_bank["messages"][:1] + with_bank["messages"][2:] == plain["messages"]

@@ -14,7 +14,7 @@ from typing import Any
 
 from lib.examples import INPUT_FIELDS
 from lib.opencode import render as prompts
-from lib.retrieval import bank, query_text
+from lib.retrieval import Index, bank, query_text
 from lib.tools import KEY_ARGS
 
 PLUGIN_SOURCE = Path(__file__).with_name("nearest-demos.js")
@@ -53,3 +53,9 @@ def files(demos: list[dict[str, Any]], retrieval: dict[str, Any] | None, default
     data = demo_bank(demos, retrieval, default_k, field_chars)
     return {PLUGIN_FILE: PLUGIN_SOURCE.read_text(encoding="utf-8"),
             BANK_FILE: json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"}
+
+
+def injected_text(data: dict[str, Any], inputs: dict[str, Any]) -> str:
+    """The system text the plugin adds for a step with these inputs (header and the k nearest demos)."""
+    picks = Index.from_bank(data).top_k(query_text(inputs, data["fields"]), data["k"])
+    return "\n\n".join([data["header"], *(data["demos"][i]["text"] for i in picks)]) if picks else ""

@@ -41,6 +41,7 @@ class Setup:
     disabled_tools: tuple[str, ...] = ()
     permission: dict[str, Any] | None = None  # the agent's `permission` rules (they act when a call runs)
     demo_turns: tuple[dict[str, Any], ...] = ()  # worked examples sent as earlier chat turns instead of text
+    demo_bank: dict[str, Any] | None = None  # export format plugin: its nearest examples, as OpenCode sends them
 
 
 @dataclass
@@ -109,6 +110,11 @@ def build_request(row: dict[str, Any], setup: Setup, student: Student) -> dict[s
                                   cwd=cwd, root=cwd, is_git=bool(r.get("git", True)), platform=PLATFORM,
                                   date=date_string(r.get("time")), disabled=setup.disabled_tools)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
+    if setup.demo_bank is not None:  # the plugin's output.system text arrives as a second system message
+        from lib.opencode.plugin import injected_text
+        extra = injected_text(setup.demo_bank, row["inputs"])
+        if extra:
+            messages.append({"role": "system", "content": extra})
     n = 0
     for demo in setup.demo_turns:  # task, the call, and a placeholder result
         messages.append(shape.user_message(demo["task"]))
@@ -296,6 +302,12 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
         with Progress(f"replay {label}", len(rows), ledger, unit="step") as bar:
             return replay(rows, setup, student, weights, on_step=bar.update)
 
+    # With the plugin exported, every exported request carries its nearest examples too.
+    bank = None
+    if "plugin" in params["export"]["formats"]:
+        from lib.opencode.plugin import demo_bank
+        bank = demo_bank(program.demos, program.retrieval, params["export"]["max_examples"],
+                         params["data"]["max_field_chars"])
     # The agent config: which tools the exported agent keeps, chosen on val where asked to.
     wanted = params["export"]["disable_tools"]
     choice: dict[str, Any] = {}
@@ -306,7 +318,8 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
         else:
             for name, off in candidates.items():
                 settings = export_settings(params, off)
-                setup = Setup(EXPORTED, agent_prompt(settings, program), tuple(off), settings.permission)
+                setup = Setup(EXPORTED, agent_prompt(settings, program), tuple(off), settings.permission,
+                              demo_bank=bank)
                 choice[name] = scored(val, setup, main, f"val, {name}").summary()["score"]
             best = max(candidates, key=lambda k: (choice[k], -len(candidates[k])))
             disabled = candidates[best]
@@ -314,7 +327,7 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
         disabled = [] if wanted == "none" else list(wanted)
     settings = export_settings(params, disabled)
     prompt = agent_prompt(settings, program)
-    exported = Setup(EXPORTED, prompt, tuple(disabled), settings.permission)
+    exported = Setup(EXPORTED, prompt, tuple(disabled), settings.permission, demo_bank=bank)
     default = Setup(DEFAULT, None)
 
     report: dict[str, Any] = {

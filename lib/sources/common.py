@@ -25,7 +25,12 @@ class Rejected:
 
 
 class Reader(Protocol):
-    """One input format. `detect` claims a path; `read` yields sessions or rejections."""
+    """One input format. `detect` claims a path; `read` yields sessions or rejections.
+
+    A reader of inputs that hold many sessions (opencode.db, the storage tree) may also offer
+    `units(path)`, chunks that can be read apart (in other processes), and
+    `read_unit(path, rel, unit)`, yielding (session or rejection, child session ids) for `link`.
+    """
 
     name: str
     schema: str  # file name in schemas/

@@ -1,0 +1,121 @@
+"""Every optimizer, once, on the embedded model, through lib.optimize.optimize as the optimize stage
+calls it: real teacher and student calls, a tiny budget (2 train / 2 val examples, smallest settings).
+
+Each run checks that the optimizer ran with the teacher where it has one, that no call failed, and that
+what it learned (instructions, demos) survives program.save -> load, the way the export stage reads it.
+"""
+from __future__ import annotations
+
+import json
+
+import dspy
+import pytest
+
+from helpers import make_project, read_jsonl, run_data_stages, shipped_params
+from lib import lm as L
+from lib.agent import Agent, CompactJSONAdapter, to_example
+from lib.metric import Metric
+from lib.optimize import OPTIMIZERS, optimize
+from lib.params import ParamsError, validate
+from lib.runtime import save_program
+
+pytestmark = pytest.mark.timeout(900)
+
+METRIC = Metric({"tool_validity": 3, "plan_coherence": 2, "first_action": 2, "reasoning_quality": 1, "efficiency": 1})
+# The smallest settings the params schema accepts that still exercise each optimizer's search.
+TINY = {
+    "labeled": {"k": 2},
+    "bootstrap": {"max_bootstrapped_demos": 1, "max_labeled_demos": 1, "max_rounds": 1},
+    "bootstrap_rs": {"max_bootstrapped_demos": 1, "max_labeled_demos": 1, "num_candidate_programs": 1},
+    "mipro": {"auto": None, "max_bootstrapped_demos": 1, "max_labeled_demos": 1, "num_candidates": 2,
+              "num_trials": 2},
+    "copro": {"depth": 1, "breadth": 2, "init_temperature": 1.0},
+    "simba": {"bsize": 2, "num_candidates": 2, "max_steps": 1},
+    "gepa": {"auto": "light", "max_metric_calls": 6, "reflection_minibatch_size": 1},
+    "knn": {"k": [1, 2], "fields": [["task"]]},
+}
+# SIMBA asks its prompt model only when a mini-batch's scores differ; at this size they may not.
+USES_TEACHER = {"bootstrap", "bootstrap_rs", "mipro", "copro", "gepa"}
+
+
+def local(temperature: float, max_tokens: int) -> dict:
+    return {"provider": "local", "model": "smollm2-135m", "api_base": None, "api_key_env": None,
+            "temperature": temperature, "max_tokens": max_tokens, "timeout": 60, "num_retries": 0}
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory, smollm_path):
+    """2 train and 2 val examples with short inputs, from the sample sessions through the data stages."""
+    project = make_project(tmp_path_factory.mktemp("optimizers"), max_field_chars=200, max_history_messages=1,
+                           train_split=0.6, val_split=0.2, test_split=0.2)
+    run_data_stages(project)
+
+    def pick(split: str, n: int) -> list[dspy.Example]:
+        rows = sorted(read_jsonl(project / "data" / "splits" / f"{split}.jsonl"),
+                      key=lambda r: (len(json.dumps(r["inputs"])), r["id"]))
+        return [to_example(r) for r in rows[:n]]
+
+    return pick("train", 2), pick("val", 2)
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One model cache for the module, as for a stage re-run with another optimizer: requests that
+    coincide (the unoptimized program on val) are answered once."""
+    return tmp_path_factory.mktemp("optimizers-cache")
+
+
+def test_every_optimizer_has_a_tiny_setting_the_schema_accepts():
+    assert set(TINY) == set(OPTIMIZERS)
+    params = shipped_params()
+    params["optimization"].update(TINY)
+    validate(params)
+
+
+@pytest.mark.parametrize("mipro, message", [
+    ({"auto": None, "num_candidates": 2, "num_trials": None}, "auto is null, so set both num_candidates"),
+    ({"auto": "light", "num_candidates": 2, "num_trials": None}, "auto: light sets the search size"),
+])
+def test_mipro_search_size_is_auto_or_both_numbers(mipro, message):
+    params = shipped_params()
+    params["optimization"]["mipro"].update(mipro)
+    with pytest.raises(ParamsError, match=message):
+        validate(params)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_optimizer_runs_on_the_embedded_model(name, examples, shared_cache, tmp_path):
+    train, val = examples
+    before = dspy.cache
+    L.configure_cache(shared_cache)
+    try:
+        ledger = L.Ledger(max_calls=400)
+        student = L.make_lm("student", local(0.0, 16), ledger)
+        teacher = L.make_lm("teacher", local(0.7, 32), ledger)
+        with dspy.context(lm=student, adapter=CompactJSONAdapter()):
+            program = optimize(name, TINY[name], Agent(), train, val, METRIC, teacher, student,
+                               num_threads=1, seed=0, ledger=ledger)
+    finally:
+        dspy.cache = before
+
+    usage = ledger.summary()["lm_usage"]
+    assert usage["total"]["failed_calls"] == 0
+    if name in USES_TEACHER:
+        teacher_used = usage.get("teacher", {})
+        assert teacher_used.get("calls", 0) + teacher_used.get("cache_hits", 0) >= 1, usage
+    (predictor,) = program.predictors()
+    if name == "labeled":
+        assert len(predictor.demos) == 2
+    if name == "knn":
+        assert program.k in (1, 2)  # chosen on val between the two candidates
+    if name in ("bootstrap", "bootstrap_rs", "mipro"):
+        assert len(predictor.demos) <= 2  # one bootstrapped and one labeled at most
+
+    # What the optimizer learned is what a saved program holds.
+    path = tmp_path / "program.json"
+    save_program(program, str(path))
+    loaded = Agent()
+    loaded.load(str(path))
+    (again,) = loaded.predictors()
+    assert again.signature.instructions == predictor.signature.instructions
+    assert len(again.demos) == len(predictor.demos)
