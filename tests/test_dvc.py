@@ -270,6 +270,9 @@ def test_knn_experiment_exports_the_plugin(repo):
 def test_ci_script_shares_results_through_the_remote(repo, tmp_path):
     """scripts/ci_pipeline.sh (what the CI workflow runs) pushes a run to the remote; a second clone running
     the same script gets the first one's prompts, data and metrics from it without calling a model."""
+    workflow = yaml.safe_load((ROOT / ".github/workflows/prompts.yml").read_text(encoding="utf-8"))
+    runs = [step.get("run", "") for step in workflow["jobs"]["pipeline"]["steps"]]
+    assert any(r.startswith("scripts/ci_pipeline.sh") for r in runs) and "./setup.sh" in runs
     # The workspace as committed (earlier tests ran experiments in it).
     sh(repo, "git", "checkout", "HEAD", "--", ".")
     dvc(repo, "checkout", "--force")
