@@ -2,10 +2,11 @@
 
 Reads outputs/program.json and the test split; writes metrics/replay.json (per student: both
 prompts' scores, components, destructive and over-context counts, prompt tokens, and the paired
-difference with its 95% CI), per-step scores for the plots, and the chosen agent config that
-export ships.
+difference with its 95% CI), per-step scores for the plots, a picture of the comparison
+(metrics/replay.svg), and the chosen agent config that export ships.
 """
 from lib import params as P
+from lib.charts import write_replay_chart
 from lib.errors import run_stage
 from lib.files import write_json
 from lib.opencode.export import load_program, read_json
@@ -25,6 +26,7 @@ def main() -> None:
     for name, records in steps.items():
         write_json(f"metrics/replay_{name}_steps.json", records)
     write_json("metrics/replay_usage.json", usage)
+    write_replay_chart("metrics/replay.svg", report)
     for label, entry in report["students"].items():
         d, e = entry["opencode_default"], entry["exported"]
         diff = entry["difference"]
