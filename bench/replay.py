@@ -7,8 +7,9 @@ prompt (what the agent config ships); the same examples as earlier chat turns (w
 inject instead); the exported agent with only the tools the recorded sessions used. Then the time
 per call of the exported agent with and without reuse of the shared prompt prefix (the system prompt
 and tool definitions are the same for every step, so only the first call should pay for them).
-Runs on models.student (the embedded model by default) with its answer cache off, so every figure
-is a real call. Needs `dvc repro optimize` (outputs/program.json, data/splits/).
+Runs on models.student (the embedded model by default). Answers come from the project's model cache
+where `dvc repro` already made the same request (so the score rows cost nothing twice); `--no-cache`
+makes every call real. The timing rows always make real calls. Needs `dvc repro optimize`.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import dspy  # noqa: E402
 
 from lib import lm as L  # noqa: E402
 from lib import params as P  # noqa: E402
+from lib import toolcalls  # noqa: E402
 from lib.opencode import render  # noqa: E402
 from lib.opencode import replay as R  # noqa: E402
 from lib.opencode.export import agent_prompt, export_settings, load_program, read_json  # noqa: E402
@@ -34,6 +36,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=20, help="test steps replayed per row (a seeded sample)")
     ap.add_argument("--only", default="default,text,turns,used_tools", help="rows to run, comma-separated")
+    ap.add_argument("--no-cache", action="store_true", help="make every call for real (s/call then means something)")
     args = ap.parse_args()
 
     p = P.load()
@@ -41,7 +44,10 @@ def main() -> None:
     test = load_rows("test", args.steps, p["data"]["random_seed"])
     student_cfg = {**p["models"]["student"]}
     L.check_reachable("student", student_cfg)
-    dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    if args.no_cache:
+        dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+    else:
+        L.configure_cache(P.ROOT)
     student = R.make_student("student", student_cfg, L.Ledger(), p["replay"]["context_window"])
     weights = p["replay"]["metric_weights"]
 
@@ -59,7 +65,8 @@ def main() -> None:
                               settings.permission),
     }
     wanted = [k for k in args.only.split(",") if k]
-    print(f"replay of {len(test)} test steps on {student.label} (OpenCode {R.shape.version()}), cache off\n")
+    print(f"replay of {len(test)} test steps on {student.label} (OpenCode {R.shape.version()}), "
+          f"cache {'off' if args.no_cache else 'on'}\n")
     print("| setup | score | valid call | right tool | right target | destructive (run) | over context "
           "| prompt tokens | s/call | tools called |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -73,7 +80,7 @@ def main() -> None:
               f"| {s['right_target_rate']:.0%} | {s['destructive']} ({s['destructive_unblocked']}) "
               f"| {s['over_context']} | {s['prompt_tokens_mean']:.0f} | {per_call:.1f} | {top} |", flush=True)
 
-    if student_cfg["provider"] == "local":
+    if student_cfg["provider"] == "local":  # real calls straight to the engine, never from the cache
         llama = L.load_llama(L.local_model_path())
         setup = rows["text"]
         timings = {}
@@ -85,7 +92,9 @@ def main() -> None:
                 if reset:
                     llama.reset()  # forget the cached prefix: every call decodes the whole prompt
                 started = time.perf_counter()
-                student.call(request)
+                with L._llama_lock:
+                    toolcalls.complete(llama, request["messages"], request["tools"], "auto",
+                                       student_cfg["max_tokens"], {"temperature": 0.0, "seed": L.LOCAL_SEED})
                 times.append(time.perf_counter() - started)
             timings[label] = times
         print("\n| prompt prefix | first call s | later calls, mean s |\n|---|---|---|")
