@@ -206,6 +206,25 @@ def export_missing_input(tmp: Path) -> str:
     return _stage(make_project(tmp), "export")
 
 
+def export_replay_stale(tmp: Path) -> str:
+    from lib.agent import Agent
+    project = make_project(tmp)
+    (project / "outputs").mkdir()
+    Agent().save(str(project / "outputs" / "program.json"))
+    (project / "metrics").mkdir()
+    (project / "metrics" / "replay.json").write_text(json.dumps(
+        {"agent": {"disable_tools": [], "permission": "deny_destructive", "prompt_sha256": "0" * 64},
+         "students": {}}), encoding="utf-8")
+    return _stage(project, "export")
+
+
+def disable_tools_unknown(tmp: Path) -> str:
+    from lib import params as P
+    params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params["export"]["disable_tools"] = ["list"]
+    return _error(lambda: P.validate(params))
+
+
 def plots_page_missing(tmp: Path) -> str:
     done = subprocess.run([PYTHON, "-m", "dvc", "plots", "show", "--html-template", str(tmp / "offline.html"),
                            "-o", str(tmp / "plots")], cwd=ROOT, capture_output=True, text=True, env=env(),
