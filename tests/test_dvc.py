@@ -27,6 +27,9 @@ TINY = {
              "max_history_messages": 2},
     "optimization": {"optimizer": "labeled", "max_train_examples": 20, "max_val_examples": 4, "labeled": {"k": 3}},
     "models": {"student": {"max_tokens": 64}, "teacher": {"max_tokens": 64}},
+    # Two replayed steps a prompt, the tool set fixed (no selection on val): four replay calls a run.
+    "replay": {"max_steps": 2},
+    "export": {"disable_tools": "none"},
 }
 
 
