@@ -162,3 +162,16 @@ class Loopback:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+def sample_step_rows() -> list[dict[str, Any]]:
+    """Step rows from the shipped sample sessions, redacted and filtered as the pipeline's defaults do."""
+    from lib.examples import Filters, build
+    from lib.redact import Redactor
+    from lib.session import Session
+    from lib.sources import read_all
+    from lib.sources.common import Rejected
+
+    sessions = [Session.from_dict(Redactor().value(item.to_dict()))
+                for _, item in read_all(SAMPLES) if not isinstance(item, Rejected)]
+    return list(build(sessions, Filters(True, "finish_stop", 0.0, 0.3, None), "step", 6, 1200))

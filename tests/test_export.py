@@ -15,14 +15,10 @@ import yaml
 
 from lib.opencode import export as E
 from lib.opencode import render as R
-from helpers import shipped_params
+from helpers import shipped_params, sample_step_rows
 from lib.agent import Agent, to_example
 from lib.errors import UserError
-from lib.examples import Filters, build
 from lib.redact import Redactor
-from lib.session import Session
-from lib.sources import read_all
-from lib.sources.common import Rejected
 
 ROOT = Path(__file__).resolve().parent.parent
 # Absolute paths of the machines that build, train and test this project.
@@ -49,11 +45,7 @@ SCORES = E.Scores(baseline=0.125, optimized=0.5, n=40, optimizer="labeled", demo
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
     """Example rows built from the sample session logs in git, redacted as the parse stage does."""
-    sessions = []
-    for _, item in read_all(ROOT / "data" / "sessions"):
-        if not isinstance(item, Rejected):
-            sessions.append(Session.from_dict(Redactor().value(item.to_dict())))
-    out = list(build(sessions, Filters(True, "finish_stop", 0.0, 0.3, None), "step", 6, 1200))
+    out = sample_step_rows()
     assert len(out) > 50
     return out
 

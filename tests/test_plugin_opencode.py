@@ -13,14 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers import sample_step_rows
 from lib.agent import to_example
-from lib.examples import Filters, build
 from lib.opencode import plugin
 from lib.opencode.recorder import Recorder, ToolCall, is_title_request, system_text
-from lib.redact import Redactor
-from lib.session import Session
-from lib.sources import read_all
-from lib.sources.common import Rejected
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -31,12 +27,7 @@ CALC = "def add(a, b):\n    return a - b\n"
 
 @pytest.fixture(scope="module")
 def demos() -> list[dict]:
-    sessions = []
-    for _, item in read_all(ROOT / "data" / "sessions"):
-        if not isinstance(item, Rejected):
-            sessions.append(Session.from_dict(Redactor().value(item.to_dict())))
-    rows = build(sessions, Filters(True, "finish_stop", 0.0, 0.3, None), "step", 6, 1200)
-    return [dict(to_example(r)) for r in rows]
+    return [dict(to_example(r)) for r in sample_step_rows()]
 
 
 class Workspace:

@@ -15,17 +15,16 @@ import dspy
 import pytest
 
 from conftest import need
+from helpers import sample_step_rows
 from lib.opencode import export as E
 from lib.agent import Agent, CompactJSONAdapter, to_example
-from lib.examples import Filters, _step_lines, build
+from lib.examples import _step_lines
 from lib.metric import Metric
+from lib.redact import Redactor
 from lib.opencode import plugin
 from lib.optimize import optimize
-from lib.redact import Redactor
 from lib.retrieval import Index, RetrievalAgent, query_text, tokenize
-from lib.session import Action, Session
-from lib.sources import read_all
-from lib.sources.common import Rejected
+from lib.session import Action
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_JS = ROOT / "lib" / "opencode" / "nearest-demos.js"
@@ -34,11 +33,7 @@ PLUGIN_JS = ROOT / "lib" / "opencode" / "nearest-demos.js"
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
     """Step rows from the sample sessions in git, redacted as the parse stage does."""
-    sessions = []
-    for _, item in read_all(ROOT / "data" / "sessions"):
-        if not isinstance(item, Rejected):
-            sessions.append(Session.from_dict(Redactor().value(item.to_dict())))
-    return list(build(sessions, Filters(True, "finish_stop", 0.0, 0.3, None), "step", 6, 1200))
+    return sample_step_rows()
 
 
 @pytest.fixture(scope="module")

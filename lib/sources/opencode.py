@@ -93,6 +93,25 @@ def to_session(info: dict[str, Any], messages: list[RawMessage], source: str, re
     )
 
 
+class ChunkedReader:
+    """A reader of OpenCode's own storage that reads sessions in chunks (`units`, `read_unit`) that can
+    be read apart, and links subagent sessions to their callers in order after."""
+
+    def units(self, path: Any) -> list[tuple[str, ...]]:
+        raise NotImplementedError
+
+    def read_unit(self, path: Any, rel: str, unit: tuple[str, ...]) -> Iterable[tuple[Any, list[str]]]:
+        raise NotImplementedError
+
+    def read(self, path: Any, rel: str) -> Iterable[Any]:
+        parents: dict[str, str] = {}  # child id -> caller, from task tool metadata
+        for unit in self.units(path):
+            for item, children in self.read_unit(path, rel, unit):
+                if isinstance(item, Session):
+                    link(item, children, parents)
+                yield item
+
+
 def link(session: Session, children: list[str], parents: dict[str, str]) -> None:
     """Note the child sessions `session` started and, if it names no caller, take the one that started it.
 

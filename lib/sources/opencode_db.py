@@ -17,7 +17,7 @@ from typing import Any
 
 from lib.session import Session
 from lib.sources.common import InputError, Rejected, read_head
-from lib.sources.opencode import (SCHEMA, RawMessage, link, message_problems, session_problems, task_links,
+from lib.sources.opencode import (SCHEMA, ChunkedReader, RawMessage, message_problems, session_problems, task_links,
                                   to_session)
 
 _MAGIC = b"SQLite format 3\x00"
@@ -34,7 +34,7 @@ WHERE m.session_id = ? ORDER BY m.time_created, m.id, p.id
 """
 
 
-class OpenCodeDbReader:
+class OpenCodeDbReader(ChunkedReader):
     name = "opencode-db"
     schema = SCHEMA  # rebuilt objects are checked against the export schema's definitions
 
@@ -42,14 +42,6 @@ class OpenCodeDbReader:
         if path.is_file() and path.name.startswith("opencode") and path.suffix == ".db":
             return True
         return read_head(path, len(_MAGIC)) == _MAGIC
-
-    def read(self, path: Path, rel: str) -> Iterator[Session | Rejected]:
-        parents: dict[str, str] = {}  # child id -> caller, from task tool metadata
-        for unit in self.units(path):
-            for item, children in self.read_unit(path, rel, unit):
-                if isinstance(item, Session):
-                    link(item, children, parents)
-                yield item
 
     def units(self, path: Path) -> list[tuple[str, ...]]:
         """Session ids, oldest first (a parent before the children its `task` calls started), in chunks

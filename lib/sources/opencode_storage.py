@@ -16,27 +16,19 @@ from typing import Any
 
 from lib.session import Session
 from lib.sources.common import InputError, Rejected, load_json_file
-from lib.sources.opencode import (SCHEMA, RawMessage, link, message_problems, session_problems, task_links,
+from lib.sources.opencode import (SCHEMA, ChunkedReader, RawMessage, message_problems, session_problems, task_links,
                                   to_session)
 
 _CHUNK = 32  # session files per unit of work
 
 
-class OpenCodeStorageReader:
+class OpenCodeStorageReader(ChunkedReader):
     name = "opencode-storage"
     schema = SCHEMA  # the files hold the same objects as an export
 
     def detect(self, path: Path) -> bool:
         return path.is_dir() and (path / "session").is_dir() and (
             (path / "message").is_dir() or (path / "session" / "info").is_dir())
-
-    def read(self, path: Path, rel: str) -> Iterator[Session | Rejected]:
-        parents: dict[str, str] = {}  # child id -> caller, from task tool metadata
-        for unit in self.units(path):
-            for item, children in self.read_unit(path, rel, unit):
-                if isinstance(item, Session):
-                    link(item, children, parents)
-                yield item
 
     def units(self, path: Path) -> list[tuple[str, ...]]:
         """Session files in chunks that can be read apart (and linked to their callers in order after)."""
