@@ -72,6 +72,18 @@ def project(work: Path, logs: Path, db: Path | None) -> None:
 # ---------------------------------------------------------------- a large opencode.db
 
 
+def _samples(con: sqlite3.Connection, where: str = "") -> tuple[dict, dict, dict, dict]:
+    """A session row (as a column dict), a user and an assistant message and a tool part to copy from."""
+    columns = [r[1] for r in con.execute("PRAGMA table_info(session)")]
+    template = dict(zip(columns, con.execute(f"SELECT * FROM session {where} LIMIT 1").fetchone()))
+
+    def first(table: str, path: str, value: str) -> dict:
+        row = con.execute(f"SELECT data FROM {table} WHERE json_extract(data, '{path}') = ? LIMIT 1", (value,))
+        return json.loads(row.fetchone()[0])
+    return template, first("message", "$.role", "user"), first("message", "$.role", "assistant"), \
+        first("part", "$.type", "tool")
+
+
 def make_db(path: Path, n: int, seed: int = 11) -> int:
     """An opencode.db with n sessions: the real fixture's schema and rows, copied with new ids, their
     text and tool parts replaced by real-sized ones (the same content bench/sessions.py writes)."""
@@ -80,19 +92,12 @@ def make_db(path: Path, n: int, seed: int = 11) -> int:
     src.close()
     con = sqlite3.connect(path)
     con.execute("PRAGMA journal_mode = WAL")
-    columns = [r[1] for r in con.execute("PRAGMA table_info(session)")]
-    template = dict(zip(columns, con.execute("SELECT * FROM session WHERE parent_id IS NULL LIMIT 1").fetchone()))
-    assistant = json.loads(con.execute("SELECT data FROM message WHERE json_extract(data, '$.role') = 'assistant' "
-                                       "LIMIT 1").fetchone()[0])
-    user = json.loads(con.execute("SELECT data FROM message WHERE json_extract(data, '$.role') = 'user' "
-                                  "LIMIT 1").fetchone()[0])
-    tool = json.loads(con.execute("SELECT data FROM part WHERE json_extract(data, '$.type') = 'tool' "
-                                  "LIMIT 1").fetchone()[0])
+    template, user, assistant, tool = _samples(con, "WHERE parent_id IS NULL")
     for table in ("part", "message", "session_context_epoch", "session_input", "todo", "session_message",
                   "session_share", "session"):
         con.execute(f"DELETE FROM {table}")
     for i in range(n):
-        insert_session(con, columns, template, user, assistant, tool, _Gen(seed * 1_000_003 + i).session(i), i)
+        insert_session(con, list(template), template, user, assistant, tool, _Gen(seed * 1_000_003 + i).session(i), i)
         if i % 500 == 499:
             con.commit()
     con.commit()
@@ -141,17 +146,10 @@ class Writer(threading.Thread):
     def run(self) -> None:
         con = sqlite3.connect(self.db, timeout=30)
         con.execute("PRAGMA journal_mode = WAL")
-        columns = [r[1] for r in con.execute("PRAGMA table_info(session)")]
-        template = dict(zip(columns, con.execute("SELECT * FROM session LIMIT 1").fetchone()))
-        user = json.loads(con.execute("SELECT data FROM message WHERE json_extract(data, '$.role') = 'user' "
-                                      "LIMIT 1").fetchone()[0])
-        assistant = json.loads(con.execute("SELECT data FROM message WHERE json_extract(data, '$.role') = "
-                                           "'assistant' LIMIT 1").fetchone()[0])
-        tool = json.loads(con.execute("SELECT data FROM part WHERE json_extract(data, '$.type') = 'tool' "
-                                      "LIMIT 1").fetchone()[0])
+        template, user, assistant, tool = _samples(con)
         i = 10_000_000
         while not self.stop.is_set():
-            insert_session(con, columns, template, user, assistant, tool, _Gen(i).session(i), i)
+            insert_session(con, list(template), template, user, assistant, tool, _Gen(i).session(i), i)
             con.commit()
             self.written += 1
             i += 1

@@ -14,6 +14,7 @@ context window is not sent: it is counted and scores 0.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import statistics
 from collections import Counter
@@ -21,9 +22,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lib import lm as L
+from lib import toolcalls
+from lib.errors import UserError
 from lib.evaluate import Failed, attempt, paired_bootstrap_ci
 from lib.metric import arg_similarity
 from lib.opencode import safety, shape
+from lib.opencode.export import agent_prompt, export_settings, opencode_target
+from lib.opencode.plugin import demo_bank, injected_text
+from lib.params import ROOT
+from lib.runtime import Progress
 from lib.tools import KEY_ARGS
 
 COMPONENTS = ("valid_call", "right_tool", "right_target")
@@ -111,7 +119,6 @@ def build_request(row: dict[str, Any], setup: Setup, student: Student) -> dict[s
                                   date=date_string(r.get("time")), disabled=setup.disabled_tools)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system}]
     if setup.demo_bank is not None:  # the plugin's output.system text arrives as a second system message
-        from lib.opencode.plugin import injected_text
         extra = injected_text(setup.demo_bank, row["inputs"])
         if extra:
             messages.append({"role": "system", "content": extra})
@@ -219,20 +226,18 @@ def compare(baseline: Result, candidate: Result) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ students
 
 def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: int | None) -> Student:
-    """A Student for models.<role>-shaped settings: the DSPy LM (cache, retries, ledger) with native tools."""
-    from lib import lm as L
-    from lib.opencode.export import opencode_target
+    """A Student for models.<role>-shaped settings: the DSPy LM (cache, retries, ledger) with native tools.
 
+    `context_window` (replay.context_window) applies to served models; the embedded model's is fixed.
+    """
     lm = L.make_lm(role, cfg, ledger)
     if cfg["provider"] == "local":
-        from lib import toolcalls
-
         llama = L.load_llama(L.local_model_path())
 
         def count(request: dict[str, Any]) -> int:
             text = toolcalls.render_prompt(request["messages"], request["tools"])
             return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
-        window = context_window or L.LOCAL_N_CTX
+        window = L.LOCAL_N_CTX
     else:
         import litellm
 
@@ -275,16 +280,8 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
 
     Returns (metrics/replay.json, per-step rows per prompt of the main student, usage).
     """
-    import hashlib
-
-    from lib import lm as L
-    from lib.params import ROOT
-    from lib.opencode.export import agent_prompt, export_settings
-    from lib.runtime import Progress
-
     r = params["replay"]
     if not test:
-        from lib.errors import UserError
         raise UserError("replay: data/splits/test.jsonl is empty; add session logs or change data.*_split")
     students = [("student", params["models"]["student"])]
     students += [(f"replay.students[{i}]", m) for i, m in enumerate(r["students"])]
@@ -293,8 +290,7 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
     L.configure_cache(ROOT)
     opt = params["optimization"]
     ledger = L.Ledger(max_calls=opt["max_lm_calls"], max_failed_calls=opt["max_failed_calls"])
-    made = [make_student(role, cfg, ledger, None if cfg["provider"] == "local" else r["context_window"])
-            for role, cfg in students]
+    made = [make_student(role, cfg, ledger, r["context_window"]) for role, cfg in students]
     weights = r["metric_weights"]
     main = made[0]
 
@@ -305,7 +301,6 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
     # With the plugin exported, every exported request carries its nearest examples too.
     bank = None
     if "plugin" in params["export"]["formats"]:
-        from lib.opencode.plugin import demo_bank
         bank = demo_bank(program.demos, program.retrieval, params["export"]["max_examples"],
                          params["data"]["max_field_chars"])
     # The agent config: which tools the exported agent keeps, chosen on val where asked to.

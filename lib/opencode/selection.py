@@ -20,7 +20,9 @@ import dspy
 from lib.agent import CompactJSONAdapter, parse_action
 from lib.examples import INPUT_FIELDS
 from lib.opencode import render
-from lib.opencode.replay import COMPONENTS, EXPORTED, Setup, Student, build_request, first_call, score_call
+from lib.opencode.export import export_settings
+from lib.opencode.replay import (COMPONENTS, EXPORTED, Setup, Student, build_request, first_call, make_student,
+                                 score_call)
 
 
 def _key(inputs: Any) -> tuple[str, ...]:
@@ -127,14 +129,9 @@ def deployed_selection(params: dict[str, Any], rows: list[dict[str, Any]], ledge
     The agent config is export's where it is fixed (a list in export.disable_tools); `auto` is decided
     later by the replay stage, so selection sees all of OpenCode's tools.
     """
-    from lib.opencode.export import export_settings
-    from lib.opencode.replay import make_student
-
     wanted = params["export"]["disable_tools"]
     settings = export_settings(params, list(wanted) if isinstance(wanted, list) else [])
-    student = make_student("student", params["models"]["student"], ledger,
-                           None if params["models"]["student"]["provider"] == "local"
-                           else params["replay"]["context_window"])
+    student = make_student("student", params["models"]["student"], ledger, params["replay"]["context_window"])
     steps = Steps(rows)
     adapter = DeployedAdapter(steps, student, settings.max_examples, settings.disabled_tools, settings.permission)
     metric = ReplayMetric(steps, params["replay"]["metric_weights"], settings.disabled_tools, settings.permission)
