@@ -6,7 +6,6 @@ while this process writes them in session order. The bytes do not depend on the 
 """
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.examples import Filters, build
-from lib.files import atomic_open, dumps
+from lib.files import atomic_open, dumps_bytes, loads
 from lib.session import Session, line_ids
 from lib.split import root_of
 from lib.workers import ordered_map
@@ -42,7 +41,7 @@ def build_file(sessions_path: str | Path, out_path: str | Path, filters: Filters
     settings = (parents, (filters.require_success, filters.success_rule, filters.min_correctness,
                           filters.min_efficiency, filters.agent_filter), granularity, max_history, max_chars)
     built = Built()
-    with open(sessions_path, "rb") as fh, atomic_open(out_path) as out:
+    with open(sessions_path, "rb") as fh, atomic_open(out_path, binary=True) as out:
         for _, (text, n, tools, removed, seen) in ordered_map(_rows, _chunks(fh), settings, workers):
             out.write(text)
             built.examples += n
@@ -58,15 +57,15 @@ def _chunks(lines: Any) -> Iterator[list[bytes]]:
         yield chunk
 
 
-def _rows(lines: list[bytes], settings: tuple[Any, ...]) -> tuple[str, int, Counter[str], Counter[str], Counter[str]]:
-    """The example rows of a chunk of sessions, as JSONL text (runs in a worker)."""
+def _rows(lines: list[bytes], settings: tuple[Any, ...]) -> tuple[bytes, int, Counter[str], Counter[str], Counter[str]]:
+    """The example rows of a chunk of sessions, as UTF-8 JSONL (runs in a worker)."""
     parents, filter_args, granularity, max_history, max_chars = settings
     filters = Filters(*filter_args)
     tools: Counter[str] = Counter()
     out = []
-    sessions = (Session.from_dict(json.loads(line)) for line in lines)
+    sessions = (Session.from_dict(loads(line)) for line in lines)
     for row in build(sessions, filters, granularity, max_history, max_chars):
         row["group_id"] = root_of(parents, row["session_id"])
         tools[row["gold"]["next_action"]["tool"]] += 1
-        out.append(dumps(row) + "\n")
-    return "".join(out), len(out), tools, filters.removed, filters.seen
+        out.append(dumps_bytes(row))
+    return b"\n".join(out) + b"\n" if out else b"", len(out), tools, filters.removed, filters.seen

@@ -103,6 +103,7 @@ def build(sessions: Iterable[Session], filters: Filters, granularity: str, max_h
             }
             steps = range(len(turn.actions)) if granularity == "step" else range(1)
             rendered = _step_lines(turn.actions) if granularity == "step" else []  # once a turn, not once a step
+            names = [json.dumps(a.tool) for a in turn.actions]
             for step in steps:
                 todo = turn.actions[step:]
                 yield {
@@ -113,7 +114,7 @@ def build(sessions: Iterable[Session], filters: Filters, granularity: str, max_h
                     "step": step if granularity == "step" else None,
                     "inputs": {**base, "steps_so_far": _cut_front("\n".join(rendered[:step]), max_chars)},
                     "outputs": {
-                        "plan": json.dumps([a.tool for a in todo]),
+                        "plan": "[" + ", ".join(names[step:]) + "]",  # json.dumps of the remaining tools
                         "next_action": action_json(todo[0]),
                     },
                     "gold": {
@@ -124,23 +125,38 @@ def build(sessions: Iterable[Session], filters: Filters, granularity: str, max_h
                                    "minimal_edits": turn.outcome.minimal_edits},
                     },
                     "meta": {"agent": turn.agent, "model": turn.model, "source": s.source},
-                    "replay": _replay_inputs(s, turn, turn.actions[:step], max_history, max_chars),
+                    "replay": _replay_inputs(s, turn, todo[0], max_history, max_chars),
                 }
 
 
-def _replay_inputs(s: Session, turn: Turn, done: list[Action], max_history: int, max_chars: int) -> dict[str, Any]:
+def _replay_inputs(s: Session, turn: Turn, action: Action, max_history: int, max_chars: int) -> dict[str, Any]:
     """What OpenCode's request for this step holds as structured data: the project directory, when the
-    turn started, earlier messages, and the calls already made in the turn with their results."""
+    turn started, earlier messages, and this step's own call with its result. A step's earlier calls are
+    its turn's earlier rows (`with_earlier_steps`), so a row's size does not grow with its step."""
     history = turn.history[-max_history:] if max_history else []
     return {
         "cwd": s.context.working_directory or s.project,
         "git": s.context.git_branch is not None,
         "time": turn.time_start,
         "history": [{"role": m.role, "text": _cut(m.text, max_chars)} for m in history],
-        "steps": [{"tool": a.tool, "args": {k: (_cut(v, max_chars) if isinstance(v, str) else v)
-                                             for k, v in sorted(a.args.items())},
-                   "result": _cut(a.result or "", max_chars)} for a in done],
+        "call": {"tool": action.tool, "args": {k: (_cut(v, max_chars) if isinstance(v, str) else v)
+                                               for k, v in sorted(action.args.items())},
+                 "result": _cut(action.result or "", max_chars)},
     }
+
+
+def with_earlier_steps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give each row `replay.steps`: the calls its turn made before it (with their results), taken from
+    the turn's earlier rows. Every step of a kept turn is a row of the same split (splits are by
+    session), so the rows of a whole split hold them all. The lists share the calls: no copies."""
+    calls: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("step") is not None:
+            calls.setdefault((r["session_id"], r["turn"]), {})[r["step"]] = r["replay"]["call"]
+    for r in rows:
+        turn = calls.get((r["session_id"], r["turn"]), {})
+        r["replay"]["steps"] = [turn[i] for i in range(r.get("step") or 0) if i in turn]
+    return rows
 
 
 _to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), built once

@@ -9,7 +9,6 @@ however many workers there are.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.errors import UserError
-from lib.files import atomic_open, dumps, write_jsonl
+from lib.files import atomic_open, dumps, loads, write_jsonl
 from lib.redact import Redactor
 from lib.session import Session
 from lib.sources import Task, plan, run
@@ -212,7 +211,7 @@ def _with_parent(p: _Prepared, parent: str, redact: bool) -> _Prepared:
     """The session with the caller its reader found through a `task` call (rare: the row names none)."""
     if p.blob is None:
         return p
-    row = json.loads(p.blob)
+    row = loads(p.blob)
     redactor = Redactor(enabled=redact)
     row["parent_id"] = redactor.text(parent)
     counts = Counter(p.redactions)

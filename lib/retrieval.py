@@ -114,6 +114,12 @@ class Index:
         return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
 
 
+def prompt_order(best_first: Sequence[int]) -> list[int]:
+    """Picked demos in the order a prompt shows them: nearest last, next to the input, where a small
+    model copies from most (the plugin shows them in the same order)."""
+    return list(reversed(best_first))
+
+
 BANK_FORMAT = "opencode-prompt-learn/demo-bank"
 
 
@@ -165,8 +171,8 @@ class RetrievalAgent(Agent):
                                  [query_text(dict(d), self.fields) for d in demos])
 
     def pick(self, inputs: dict[str, Any]) -> list[dspy.Example]:
-        """The demos this input gets, nearest first."""
-        return [self.predict.demos[i] for i in self.index.top_k(query_text(inputs, self.fields), self.k)]
+        """The demos this input gets, in prompt order: nearest last (see `prompt_order`)."""
+        return [self.predict.demos[i] for i in prompt_order(self.index.top_k(query_text(inputs, self.fields), self.k))]
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         values = {name: _text(inputs.get(name)) for name in INPUT_FIELDS}

@@ -14,6 +14,7 @@ from typing import IO, Any
 import dspy
 
 from lib.agent import CompactJSONAdapter, to_example
+from lib.examples import with_earlier_steps
 from lib.files import read_jsonl
 from lib.lm import Ledger, check_reachable, configure_cache, make_lm
 from lib.params import ROOT
@@ -117,7 +118,7 @@ class Progress:
 
 def load_rows(split: str, limit: int | None = None, seed: int = 0) -> list[dict[str, Any]]:
     """A split's example rows; `limit` takes a seeded sample (order kept) so capped runs stay representative."""
-    rows = list(read_jsonl(SPLIT_FILE.format(split)))
+    rows = with_earlier_steps(list(read_jsonl(SPLIT_FILE.format(split))))
     if limit is not None and len(rows) > limit:
         keep = set(random.Random(seed).sample(range(len(rows)), limit))
         rows = [r for i, r in enumerate(rows) if i in keep]

@@ -9,6 +9,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from lib.files import loads
+
 # Outcome of one tool call, from the source's own signal.
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -157,5 +159,5 @@ def line_ids(line: bytes) -> tuple[str, str | None]:
                         return sid, parent
     except ValueError:
         pass
-    row = json.loads(line)
+    row = loads(line)
     return row["id"], row.get("parent_id")

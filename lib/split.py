@@ -6,9 +6,13 @@ the rest to train. The result depends only on the ids and the seed, never on fil
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO
+
+from lib.files import atomic_open, loads
 
 SPLITS = ("train", "val", "test")
 
@@ -60,5 +64,71 @@ def row_groups(line: bytes) -> tuple[str, str]:
         tail = _TAIL.search(line, max(0, len(line) - 1024))
         if tail and end > 0 and b"\\" not in line[key + 12:end]:
             return line[key + 12:end].decode("utf-8"), tail.group(1).decode("utf-8")
-    row = json.loads(line)
+    row = loads(line)
     return row["group_id"], row["session_id"]
+
+
+def split_file(src: str | Path, dests: Mapping[str, str | Path], ratios: dict[str, float],
+               seed: int) -> dict[str, dict[str, int]]:
+    """Copy every row of `src` unchanged to its split's file in `dests`; examples and sessions per split.
+
+    One pass reads each row's group, session and size; then the runs of consecutive rows that go to
+    one split (a session's rows are consecutive) are copied by the kernel, never through Python.
+    """
+    groups: list[str | None] = []  # None: a blank line
+    sessions: list[str] = []
+    sizes: list[int] = []
+    ids: dict[str, str] = {}  # one string per id, however many rows share it
+    with open(src, "rb") as fh:
+        for line in fh:
+            sizes.append(len(line))
+            if line.strip():
+                group, session = row_groups(line)
+                groups.append(ids.setdefault(group, group))
+                sessions.append(ids.setdefault(session, session))
+            else:
+                groups.append(None)
+    where = assign((g for g in groups if g is not None), ratios, seed)
+    counts = {name: 0 for name in SPLITS}
+    members: dict[str, set[str]] = {name: set() for name in SPLITS}
+    rows = iter(sessions)
+    with open(src, "rb") as fh, atomic_open(dests["train"], binary=True) as tr, \
+            atomic_open(dests["val"], binary=True) as va, atomic_open(dests["test"], binary=True) as te:
+        out = {"train": tr, "val": va, "test": te}
+        run: tuple[str, int, int] | None = None  # (split, offset, length) not yet copied
+        offset = 0
+        for group, size in zip(groups, sizes):
+            if group is not None:
+                name = where[group]
+                counts[name] += 1
+                members[name].add(next(rows))
+                if run and run[0] == name and run[1] + run[2] == offset:
+                    run = (name, run[1], run[2] + size)
+                else:
+                    if run:
+                        _copy(fh, out[run[0]], run[1], run[2])
+                    run = (name, offset, size)
+            offset += size
+        if run:
+            _copy(fh, out[run[0]], run[1], run[2])
+    return {name: {"examples": counts[name], "sessions": len(members[name])} for name in SPLITS}
+
+
+def _copy(src: IO[bytes], dest: IO[bytes], offset: int, length: int) -> None:
+    """Append src[offset:offset+length] to dest, ending it with a newline if the file's last row had none."""
+    done = 0
+    try:
+        while done < length:
+            n = os.copy_file_range(src.fileno(), dest.fileno(), length - done, offset + done)
+            if n == 0:
+                break
+            done += n
+    except (AttributeError, OSError):  # not Linux, or a file system that cannot: copy through memory
+        src.seek(offset + done)
+        while done < length:
+            chunk = src.read(min(1 << 20, length - done))
+            os.write(dest.fileno(), chunk)
+            done += len(chunk)
+    src.seek(offset + length - 1)
+    if src.read(1) != b"\n":
+        os.write(dest.fileno(), b"\n")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from helpers import FIXTURES, SAMPLES, load_json, sample_files
-from lib.examples import INPUT_FIELDS, OUTPUT_FIELDS, Filters, build
+from lib.examples import INPUT_FIELDS, OUTPUT_FIELDS, Filters, build, with_earlier_steps
 from lib.session import Session
 from lib.sources.common import clean_task, iso_to_ms
 from lib.sources.plugin import to_session
@@ -72,6 +72,23 @@ def test_step_rows_carry_the_previous_actions_of_their_turn():
     assert len(lines) == 2 and lines[0] == steps[1] and lines[1].startswith("2. edit ")
     assert steps[3] == ""  # a new turn starts with no actions taken
     assert "pytest" not in steps[2]  # the action being predicted is never among the inputs
+
+
+def test_replay_steps_are_the_turns_earlier_calls_taken_from_its_earlier_rows():
+    s = fixture_session("valid-current")
+    rows = rows_of([s], "step")
+    # a row holds only its own call, so its size does not grow with its step
+    assert all("steps" not in r["replay"] for r in rows)
+    calls = [r["replay"]["call"] for r in rows]
+    assert [c["tool"] for c in calls] == ["read", "edit", "bash", "bash"]
+    assert calls[0]["args"] == s.turns[0].actions[0].args and calls[0]["result"] == s.turns[0].actions[0].result
+    shuffled = copy.deepcopy([rows[2], rows[3], rows[0], rows[1]])  # a split's rows, in any order
+    with_earlier_steps(shuffled)
+    by_id = {r["id"]: r["replay"]["steps"] for r in shuffled}
+    assert by_id[rows[0]["id"]] == [] and by_id[rows[3]["id"]] == []  # a turn's first step
+    assert by_id[rows[1]["id"]] == calls[:1] and by_id[rows[2]["id"]] == calls[:2]
+    turn_rows = with_earlier_steps(copy.deepcopy(rows_of([s], "turn")))
+    assert all(r["replay"]["steps"] == [] for r in turn_rows)
 
 
 def test_row_counts_on_the_sample_sessions():

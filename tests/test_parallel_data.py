@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.sessions import write_logs
 from lib.example_set import build_file
 from lib.examples import Filters
-from lib.files import dumps, read_jsonl
+from lib.files import dumps, loads, read_jsonl
 from lib.ingest import SessionFilter, parse
 from lib.session import line_ids
 from lib.split import row_groups
@@ -94,3 +94,32 @@ def test_collapsing_a_prefix_of_tool_output_cuts_it_the_same_as_collapsing_all_o
         text = "".join(rnd.choice(words) for _ in range(rnd.randint(0, 400)))
         for limit in (1, 5, 120):
             assert _cut(_squeeze(text, limit), limit) == _cut(" ".join(text.split()), limit)
+
+
+def test_json_that_only_the_json_module_reads_is_read_and_kept_writable():
+    """orjson reads strict JSON; NaN and a lone surrogate escape (a cut-off emoji) are read too, and the
+    lone surrogate becomes U+FFFD so the session can still be written as UTF-8."""
+    assert loads(b'{"a": [1, "\\ud83d\\ude00"]}') == {"a": [1, "\U0001F600"]}
+    value = loads('{"task": "\\ud83d cut", "\\udc00k": NaN}')
+    assert value["task"] == "\ufffd cut" and "\ufffdk" in value
+    assert dumps({"task": value["task"]}).encode("utf-8")
+    try:
+        loads('{"a": }')
+    except json.JSONDecodeError as exc:
+        assert (exc.lineno, exc.colno) == (1, 7)
+    else:
+        raise AssertionError("invalid JSON was read")
+
+
+def test_a_session_file_with_a_lone_surrogate_escape_is_parsed_with_the_others(tmp_path):
+    logs = tmp_path / "logs"
+    write_logs(logs, 3)
+    first = sorted(logs.rglob("*.json"))[0]
+    text = first.read_text(encoding="utf-8")
+    at = text.index('"task"')
+    at = text.index('"', at + 7) + 1
+    first.write_text(text[:at] + "\\ud83d " + text[at:], encoding="utf-8")
+    out = tmp_path / "out"
+    report = parse(str(logs), None, True, False, SessionFilter(), out / "sessions.jsonl", out / "rejected.jsonl")
+    assert report["sessions"] == 3 and report["invalid_files"] == 0 and "warning" not in report
+    assert "\ufffd " in (out / "sessions.jsonl").read_text(encoding="utf-8")

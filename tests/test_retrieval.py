@@ -23,7 +23,7 @@ from lib.metric import Metric
 from lib.redact import Redactor
 from lib.opencode import plugin
 from lib.optimize import optimize
-from lib.retrieval import Index, RetrievalAgent, query_text, tokenize
+from lib.retrieval import Index, RetrievalAgent, prompt_order, query_text, tokenize
 from lib.session import Action
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,12 +106,14 @@ def test_each_input_gets_its_nearest_demos(rows):
             want = Index.build([d["id"] for d in agent.predict.demos],
                                [query_text(dict(d), agent.fields) for d in agent.predict.demos]).top_k(
                 query_text(dict(ex.inputs()), agent.fields), 2)
-            assert [d["id"] for d in picked] == [agent.predict.demos[i]["id"] for i in want]
+            # the k best, shown nearest last: next to the input, where a small model copies from most
+            assert [d["id"] for d in picked] == [agent.predict.demos[i]["id"] for i in reversed(want)]
             agent(**ex.inputs())
-            sent = "\n".join(m["content"] for m in lm.history[-1]["messages"])
-            for demo in picked:  # the picked demos, and only as many as k, went to the model
-                assert demo["next_action"] in sent
-            assert sum(m["role"] == "assistant" for m in lm.history[-1]["messages"]) == 2
+            messages = lm.history[-1]["messages"]
+            answers = [m["content"] for m in messages if m["role"] == "assistant"]
+            assert len(answers) == 2  # only as many demos as k went to the model
+            for demo, answer in zip(picked, answers):  # in the picked order
+                assert demo["next_action"] in answer
 
 
 def test_saved_program_keeps_bank_and_settings(rows, tmp_path):
@@ -184,13 +186,15 @@ def test_node_scores_equal_python_scores(demos, tmp_path):
     got = run_plugin_core(tmp_path, (
         "const bank = core.loadBank(input.bank)\n"
         "const out = input.queries.map((q) => ({tokens: core.tokenize(q), scores: Array.from(core.scores(bank, q)),"
-        " top: core.topK(bank, q, bank.k)}))\n"
+        " top: core.topK(bank, q, bank.k), text: core.render(bank, core.topK(bank, q, bank.k))}))\n"
         "process.stdout.write(JSON.stringify(out))\n"), {"bank": str(tmp_path / "bank.json"), "queries": queries})
     index = Index.from_bank(bank)
     for q, js in zip(queries, got):
         assert js["tokens"] == tokenize(q)
         assert js["scores"] == index.scores(q)  # bit for bit
         assert js["top"] == index.top_k(q, bank["k"])
+        shown = [bank["demos"][i]["text"] for i in prompt_order(index.top_k(q, bank["k"]))]  # nearest last
+        assert js["text"] == "\n\n".join([bank["header"], *shown])
 
 
 def test_node_builds_the_turn_query_as_python_does(tmp_path):

@@ -13,7 +13,7 @@ from helpers import (FIXTURES, SAMPLES, SPLIT_FILES, load_json, make_project, re
                      run_stage, sample_files, split_bytes)
 from lib.files import write_jsonl
 from lib.sources.plugin import to_session
-from lib.split import SPLITS, assign, root_of
+from lib.split import SPLITS, assign, root_of, split_file
 
 RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
@@ -182,3 +182,21 @@ def test_examples_stage_writes_group_ids_from_the_root(tmp_path):
     assert {r["session_id"]: r["group_id"] for r in rows} == {"ses_top": "ses_top", "ses_mid": "ses_top",
                                                             "ses_leaf": "ses_top"}
     assert json.loads((project / "metrics/examples.json").read_text())["examples"] == len(rows)
+
+
+def test_split_file_copies_rows_unchanged_and_ends_the_last_one(tmp_path):
+    """Rows are copied byte for byte in runs; blank lines are dropped and a last row without its
+    newline gets one, so every split file is whole JSONL."""
+    rows = [{"group_id": f"g{i % 5}", "id": f"r{i}", "session_id": f"s{i % 5}", "step": 0, "turn": i,
+             "inputs": {"task": "é \"quoted\" " * i}} for i in range(40)]
+    lines = [json.dumps(r, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode() for r in rows]
+    src = tmp_path / "examples.jsonl"
+    src.write_bytes(b"\n".join(lines[:10]) + b"\n\n  \n" + b"\n".join(lines[10:]))  # blank lines, no final newline
+    dests = {name: tmp_path / f"{name}.jsonl" for name in SPLITS}
+    report = split_file(src, dests, RATIOS, 42)
+    where = assign([r["group_id"] for r in rows], RATIOS, 42)
+    for name in SPLITS:
+        want = [line + b"\n" for line, r in zip(lines, rows) if where[r["group_id"]] == name]
+        assert dests[name].read_bytes() == b"".join(want)
+        assert report[name] == {"examples": len(want), "sessions": len({r["session_id"] for r in rows
+                                                                         if where[r["group_id"]] == name})}

@@ -116,8 +116,9 @@ function turnQuery(bank, messages, dir) {
   return { sessionID: user.info.sessionID, text: relativize(bank.fields.map((f) => fields[f]).join("\n"), dir) }
 }
 
+// The header, then the picked demos nearest last (next to the turn, as the Python side orders them).
 function render(bank, picks) {
-  return [bank.header, ...picks.map((i) => bank.demos[i].text)].join("\n\n")
+  return [bank.header, ...[...picks].reverse().map((i) => bank.demos[i].text)].join("\n\n")
 }
 
 export const NearestDemos = async (input) => {

@@ -14,7 +14,7 @@ from typing import Any
 
 from lib.examples import INPUT_FIELDS
 from lib.opencode import render as prompts
-from lib.retrieval import Index, bank, query_text
+from lib.retrieval import Index, bank, prompt_order, query_text
 from lib.tools import KEY_ARGS
 
 PLUGIN_SOURCE = Path(__file__).with_name("nearest-demos.js")
@@ -56,6 +56,6 @@ def files(demos: list[dict[str, Any]], retrieval: dict[str, Any] | None, default
 
 
 def injected_text(data: dict[str, Any], inputs: dict[str, Any]) -> str:
-    """The system text the plugin adds for a step with these inputs (header and the k nearest demos)."""
-    picks = Index.from_bank(data).top_k(query_text(inputs, data["fields"]), data["k"])
+    """The system text the plugin adds for a step with these inputs (header and the k nearest demos, nearest last)."""
+    picks = prompt_order(Index.from_bank(data).top_k(query_text(inputs, data["fields"]), data["k"]))
     return "\n\n".join([data["header"], *(data["demos"][i]["text"] for i in picks)]) if picks else ""

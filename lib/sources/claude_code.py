@@ -10,12 +10,12 @@ parent's `sessionId`); each becomes its own session whose parent is the calling 
 """
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lib.files import loads
 from lib.schema import schema_errors
 from lib.session import Session
 from lib.sources.common import InputError, Rejected, as_dict, as_list, iso_to_ms, read_head
@@ -66,7 +66,7 @@ class ClaudeCodeReader:
             return False
         for line in head.splitlines()[:20]:
             try:
-                record = json.loads(line)
+                record = loads(line)
             except ValueError:
                 continue
             if isinstance(record, dict) and record.get("type") in _KNOWN_TYPES:
@@ -109,7 +109,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if not raw.strip():
             continue
         try:
-            record = json.loads(raw.decode("utf-8"))
+            record = loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             if n - 1 == last and not raw.endswith(b"}"):
                 return  # the last line is still being written by a running session
@@ -127,7 +127,7 @@ def _records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def _meta(path: Path) -> dict[str, Any]:
     meta = path.with_name(path.stem + ".meta.json")
     try:
-        return as_dict(json.loads(meta.read_text(encoding="utf-8")))
+        return as_dict(loads(meta.read_bytes()))
     except (OSError, ValueError):
         return {}  # optional: only names the subagent
 

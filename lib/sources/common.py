@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from lib.errors import UserError
+from lib.files import loads
 from lib.schema import schema_errors
 from lib.session import Session
 
@@ -63,7 +64,7 @@ def load_json_file(path: Path) -> Any:
             f"not UTF-8 text (bad byte at offset {exc.start}); re-save the file as UTF-8"
         ) from None
     try:
-        return json.loads(text)
+        return loads(text)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg} "

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lib.files import loads
 from lib.session import Session
 from lib.sources.common import InputError, Rejected, read_head
 from lib.sources.opencode import (SCHEMA, ChunkedReader, RawMessage, message_problems, session_problems, task_links,
@@ -167,7 +168,7 @@ def _check(info: dict[str, Any], parts: list[dict[str, Any]]) -> None:
 
 def _json(text: Any, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = loads(text)
     except (TypeError, json.JSONDecodeError) as exc:
         raise InputError(f"{what}: data column is not valid JSON ({exc})") from None
     if not isinstance(value, dict):
