@@ -8,6 +8,7 @@ project context (start-of-turn where the source has it), earlier messages in cre
 """
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -90,22 +91,25 @@ def build(sessions: Iterable[Session], filters: Filters, granularity: str, max_h
           max_chars: int) -> Iterator[dict[str, Any]]:
     """Yield example rows in session order, turn order, step order."""
     for s in sessions:
-        tools = _tools(s)
+        tools = ", ".join(_tools(s))
         context = _context(s, max_chars)
         for turn in s.turns:
             if not filters.keep(turn):
                 continue
-            base = {
-                "task": _cut(turn.task, max_chars),
-                "context": context,
-                "history": _history(turn, max_history, max_chars),
-                "tools": ", ".join(tools),
-            }
+            # What every step of the turn shares is made once a turn, not once a step.
+            base = {"task": _cut(turn.task, max_chars), "context": context,
+                    "history": _history(turn, max_history, max_chars), "tools": tools}
+            response = _cut(turn.response, max_chars)
+            scores = {"correctness": turn.outcome.correctness, "efficiency": turn.outcome.efficiency,
+                      "minimal_edits": turn.outcome.minimal_edits}
+            meta = {"agent": turn.agent, "model": turn.model, "source": s.source}
+            request = _replay_turn(s, turn, max_history, max_chars)
             steps = range(len(turn.actions)) if granularity == "step" else range(1)
-            rendered = _step_lines(turn.actions) if granularity == "step" else []  # once a turn, not once a step
-            names = [json.dumps(a.tool) for a in turn.actions]
+            rendered = _step_lines(turn.actions) if granularity == "step" else []
+            names = [_tool_json(a.tool) for a in turn.actions]
             for step in steps:
-                todo = turn.actions[step:]
+                action = turn.actions[step]
+                compact = _compact_args(action.args)
                 yield {
                     "id": f"{s.id}/t{turn.index}" + (f"/s{step}" if granularity == "step" else ""),
                     "session_id": s.id,
@@ -115,34 +119,37 @@ def build(sessions: Iterable[Session], filters: Filters, granularity: str, max_h
                     "inputs": {**base, "steps_so_far": _cut_front("\n".join(rendered[:step]), max_chars)},
                     "outputs": {
                         "plan": "[" + ", ".join(names[step:]) + "]",  # json.dumps of the remaining tools
-                        "next_action": action_json(todo[0]),
+                        "next_action": _to_json({"tool": action.tool, "args": compact}),
                     },
                     "gold": {
-                        "next_action": {"tool": todo[0].tool, "args": _compact_args(todo[0].args)},
-                        "plan": [a.tool for a in todo],
-                        "response": _cut(turn.response, max_chars),
-                        "scores": {"correctness": turn.outcome.correctness, "efficiency": turn.outcome.efficiency,
-                                   "minimal_edits": turn.outcome.minimal_edits},
+                        "next_action": {"tool": action.tool, "args": compact},
+                        "plan": [a.tool for a in turn.actions[step:]],
+                        "response": response,
+                        "scores": scores,
                     },
-                    "meta": {"agent": turn.agent, "model": turn.model, "source": s.source},
-                    "replay": _replay_inputs(s, turn, todo[0], max_history, max_chars),
+                    "meta": meta,
+                    "replay": {**request, "call": _replay_call(action, max_chars)},
                 }
 
 
-def _replay_inputs(s: Session, turn: Turn, action: Action, max_history: int, max_chars: int) -> dict[str, Any]:
-    """What OpenCode's request for this step holds as structured data: the project directory, when the
-    turn started, earlier messages, and this step's own call with its result. A step's earlier calls are
-    its turn's earlier rows (`with_earlier_steps`), so a row's size does not grow with its step."""
+def _replay_turn(s: Session, turn: Turn, max_history: int, max_chars: int) -> dict[str, Any]:
+    """What OpenCode's request for any step of the turn holds as structured data: the project
+    directory, when the turn started, and earlier messages. Each row adds its own call with its
+    result (`call`); a step's earlier calls are its turn's earlier rows (`with_earlier_steps`), so a
+    row's size does not grow with its step."""
     history = turn.history[-max_history:] if max_history else []
     return {
         "cwd": s.context.working_directory or s.project,
         "git": s.context.git_branch is not None,
         "time": turn.time_start,
         "history": [{"role": m.role, "text": _cut(m.text, max_chars)} for m in history],
-        "call": {"tool": action.tool, "args": {k: (_cut(v, max_chars) if isinstance(v, str) else v)
-                                               for k, v in sorted(action.args.items())},
-                 "result": _cut(action.result or "", max_chars)},
     }
+
+
+def _replay_call(action: Action, max_chars: int) -> dict[str, Any]:
+    return {"tool": action.tool, "args": {k: (_cut(v, max_chars) if isinstance(v, str) else v)
+                                          for k, v in sorted(action.args.items())},
+            "result": _cut(action.result or "", max_chars)}
 
 
 def with_earlier_steps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -159,12 +166,12 @@ def with_earlier_steps(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+@functools.lru_cache(maxsize=1024)
+def _tool_json(name: str) -> str:
+    return json.dumps(name)
+
+
 _to_json = json.JSONEncoder(ensure_ascii=False).encode  # json.dumps(..., ensure_ascii=False), built once
-
-
-def action_json(action: Action) -> str:
-    """The next action exactly as the program must emit it."""
-    return _to_json({"tool": action.tool, "args": _compact_args(action.args)})
 
 
 def _compact_args(args: dict[str, Any]) -> dict[str, Any]:

@@ -97,6 +97,28 @@ def write_json(path: str | Path, obj: Any) -> None:
         fh.write(json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n")
 
 
+def copy_range(src: IO[bytes], dest: IO[bytes], offset: int, length: int) -> None:
+    """Append bytes [offset, offset + length) of file `src` to file `dest` at its file position, in the
+    kernel where it can (no trip through Python for hundreds of MB). `dest` must have nothing buffered."""
+    done = 0
+    try:
+        while done < length:
+            n = os.copy_file_range(src.fileno(), dest.fileno(), length - done, offset + done)
+            if n == 0:
+                break
+            done += n
+    except (AttributeError, OSError):  # not Linux, or a file system that cannot: copy through memory
+        src.seek(offset + done)
+        while done < length:
+            chunk = src.read(min(1 << 20, length - done))
+            if not chunk:
+                break
+            os.write(dest.fileno(), chunk)
+            done += len(chunk)
+    if done < length:
+        raise OSError(f"{getattr(src, 'name', src)}: ended {length - done} bytes early while copying")
+
+
 def write_text(path: str | Path, text: str) -> None:
     with atomic_open(path) as fh:
         fh.write(text)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.errors import UserError
-from lib.files import atomic_open, dumps, loads, write_jsonl
+from lib.files import atomic_open, copy_range, dumps, loads, write_jsonl
 from lib.redact import Redactor
 from lib.session import Session
 from lib.sources import Task, plan, run
@@ -139,11 +139,11 @@ def parse(logs_dir: str, opencode_db: str | None, redact: bool, strict: bool, fi
             if strict:  # fail before sessions.jsonl is touched: no partial data set
                 write_jsonl(rejected_out, rejected)
                 raise UserError(message + "\ndata.strict is true: fix or remove these files, or set it to false")
+        spool.flush()
         with atomic_open(sessions_out, binary=True) as out:
             for sid in sorted(index):
                 offset, size, _ = index[sid]
-                spool.seek(offset)
-                out.write(spool.read(size))
+                copy_range(spool, out, offset, size)
     write_jsonl(rejected_out, rejected)
 
     counts = +redactor.counts  # drop kinds whose only copies were replaced

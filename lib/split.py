@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO
 
-from lib.files import atomic_open, loads
+from lib.files import atomic_open, copy_range, loads
 
 SPLITS = ("train", "val", "test")
 
@@ -115,20 +115,8 @@ def split_file(src: str | Path, dests: Mapping[str, str | Path], ratios: dict[st
 
 
 def _copy(src: IO[bytes], dest: IO[bytes], offset: int, length: int) -> None:
-    """Append src[offset:offset+length] to dest, ending it with a newline if the file's last row had none."""
-    done = 0
-    try:
-        while done < length:
-            n = os.copy_file_range(src.fileno(), dest.fileno(), length - done, offset + done)
-            if n == 0:
-                break
-            done += n
-    except (AttributeError, OSError):  # not Linux, or a file system that cannot: copy through memory
-        src.seek(offset + done)
-        while done < length:
-            chunk = src.read(min(1 << 20, length - done))
-            os.write(dest.fileno(), chunk)
-            done += len(chunk)
+    """Copy a run of rows, ending it with a newline if it is the file's last row and has none."""
+    copy_range(src, dest, offset, length)
     src.seek(offset + length - 1)
     if src.read(1) != b"\n":
         os.write(dest.fileno(), b"\n")

@@ -96,9 +96,12 @@ def iso_to_ms(value: Any) -> int | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        stamp = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        stamp = _dt.datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z too
     except ValueError:
-        return None
+        try:
+            stamp = _dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=_dt.timezone.utc)
     return int(stamp.timestamp() * 1000)
