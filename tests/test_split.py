@@ -200,3 +200,19 @@ def test_split_file_copies_rows_unchanged_and_ends_the_last_one(tmp_path):
         assert dests[name].read_bytes() == b"".join(want)
         assert report[name] == {"examples": len(want), "sessions": len({r["session_id"] for r in rows
                                                                          if where[r["group_id"]] == name})}
+
+
+def test_loaded_rows_carry_their_turns_earlier_calls(runs, monkeypatch):
+    """What the replay stage sends as earlier tool calls: the same turn's earlier rows, in step order,
+    also when a capped sample leaves some of those rows out."""
+    from lib.runtime import load_rows
+    monkeypatch.chdir(runs["shipped"])
+    rows = load_rows("train")
+    calls = {(r["session_id"], r["turn"], r["step"]): r["replay"]["call"] for r in rows}
+    deep = [r for r in rows if r["step"] >= 2]
+    assert deep
+    for r in rows:
+        assert r["replay"]["steps"] == [calls[(r["session_id"], r["turn"], i)] for i in range(r["step"])]
+    sample = load_rows("train", 10, 42)
+    by_id = {r["id"]: r for r in rows}
+    assert all(r["replay"]["steps"] == by_id[r["id"]]["replay"]["steps"] for r in sample)
