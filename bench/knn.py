@@ -51,7 +51,8 @@ def main() -> None:
     val = load_examples("val", opt["max_val_examples"], seed)
     print(f"test {len(test)}, train {len(train)}, val {len(val)}; student "
           f"{p['models']['student']['provider']}/{p['models']['student']['model']}; "
-          f"labeled k={opt['labeled']['k']}, knn k in {opt['knn']['k']}, fields in {opt['knn']['fields']}", flush=True)
+          f"labeled k={opt['labeled']['k']}, knn k in {opt['knn']['k']}, fields in {opt['knn']['fields']}, "
+          f"fixed in {opt['knn']['fixed']}", flush=True)
 
     results = {}
     if args.labeled:
@@ -64,7 +65,8 @@ def main() -> None:
     for name in [n for n in ("labeled", "knn") if n not in results]:
         t0 = time.monotonic()
         program = optimize(name, opt[name], Agent(), train, val, metric, None, rt.student, opt["num_threads"], seed)
-        chosen = f" (k={program.k}, fields={'+'.join(program.fields)})" if name == "knn" else ""
+        chosen = f" (fixed={len(program.fixed)}, k={program.k}, fields={'+'.join(program.fields)})" \
+            if name == "knn" else ""
         done = evaluate(program, test, metric, opt["num_threads"], name, rt.ledger)
         results[name] = done.per_example
         print(f"{name}{chosen}: test score {done.score:.3f} on {done.n} answered in {time.monotonic() - t0:.0f}s",

@@ -80,9 +80,10 @@ def _gepa(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
 
 
 def _knn(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
-    # Per-input demos by BM25 (lib.retrieval); k and the query fields are selected on val.
+    # Per-input demos by BM25 (lib.retrieval) after `fixed` labeled ones; all three are selected on val.
     from lib.retrieval import select_on_val
-    return lambda program, train, val: select_on_val(program, train, val, metric, cfg["k"], cfg["fields"])
+    return lambda program, train, val: select_on_val(program, train, val, metric, cfg["k"], cfg["fields"],
+                                                     cfg["fixed"])
 
 
 OPTIMIZERS: dict[str, Callable[..., Compile]] = {

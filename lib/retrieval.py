@@ -150,29 +150,39 @@ def bank_order(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class RetrievalAgent(Agent):
-    """The agent whose demos, for each input, are the k nearest bank examples.
+    """The agent whose demos, for each input, are its fixed demos (if any) and then the k nearest others.
 
     The whole bank is the predictor's `demos` (so program.save() keeps it and export can ship it);
-    each call passes only the k it picked. `retrieval` settings travel in the saved state too.
+    each call passes only what it picked. `fixed` names bank demos every input gets first (the
+    labeled optimizer's pick: they steady the answer format); the exported agent prompt shows
+    them as its worked examples and the plugin adds the nearest of the rest, as here. The
+    `retrieval` settings travel in the saved state too.
     """
 
-    def __init__(self, bank: Sequence[dspy.Example], k: int, fields: Sequence[str]) -> None:
+    def __init__(self, bank: Sequence[dspy.Example], k: int, fields: Sequence[str], fixed: Sequence[str] = ()) -> None:
         super().__init__()
         unknown = [f for f in fields if f not in QUERY_FIELDS]
         if unknown or not fields:
             raise ValueError(f"retrieval fields must be a non-empty subset of {QUERY_FIELDS}, got {list(fields)}")
-        self.k, self.fields = k, tuple(fields)
+        self.k, self.fields, self.fixed = k, tuple(fields), tuple(fixed)
         self.predict.demos = bank_order(list(bank))
         self._reindex()
 
     def _reindex(self) -> None:
         demos = self.predict.demos
-        self.index = Index.build([str(d.get("id") or i) for i, d in enumerate(demos)],
-                                 [query_text(dict(d), self.fields) for d in demos])
+        by_id = {str(d.get("id")): d for d in demos}
+        missing = [i for i in self.fixed if i not in by_id]
+        if missing:
+            raise ValueError(f"fixed demos not in the bank: {missing}")
+        self.fixed_demos = [by_id[i] for i in self.fixed]
+        self.nearest_from = [d for d in demos if str(d.get("id")) not in set(self.fixed)]
+        self.index = Index.build([str(d.get("id") or i) for i, d in enumerate(self.nearest_from)],
+                                 [query_text(dict(d), self.fields) for d in self.nearest_from])
 
     def pick(self, inputs: dict[str, Any]) -> list[dspy.Example]:
-        """The demos this input gets, in prompt order: nearest last (see `prompt_order`)."""
-        return [self.predict.demos[i] for i in prompt_order(self.index.top_k(query_text(inputs, self.fields), self.k))]
+        """The demos this input gets, in prompt order: the fixed ones, then the nearest, nearest last."""
+        nearest = prompt_order(self.index.top_k(query_text(inputs, self.fields), self.k))
+        return self.fixed_demos + [self.nearest_from[i] for i in nearest]
 
     def forward(self, **inputs: Any) -> dspy.Prediction:
         values = {name: _text(inputs.get(name)) for name in INPUT_FIELDS}
@@ -180,7 +190,8 @@ class RetrievalAgent(Agent):
 
     def dump_state(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         state = super().dump_state(*args, **kwargs)
-        state["retrieval"] = {"method": "bm25", "k": self.k, "fields": list(self.fields), "k1": K1, "b": B}
+        state["retrieval"] = {"method": "bm25", "k": self.k, "fields": list(self.fields), "k1": K1, "b": B,
+                              "fixed": list(self.fixed)}
         return state
 
     def load_state(self, state: dict[str, Any], **kwargs: Any) -> "RetrievalAgent":
@@ -189,21 +200,31 @@ class RetrievalAgent(Agent):
         super().load_state(state, **kwargs)
         self.k = int(settings.get("k", self.k))
         self.fields = tuple(settings.get("fields", self.fields))
+        self.fixed = tuple(settings.get("fixed", ()))
         self._reindex()
         return self
 
 
+def fixed_ids(program: dspy.Module, train: list[dspy.Example], n: int) -> list[str]:
+    """Ids of the n demos the labeled optimizer would pick from `train` (DSPy's seeded sample)."""
+    if n == 0:
+        return []
+    picked = dspy.LabeledFewShot(k=n).compile(program, trainset=train).predict.demos
+    return [str(d.get("id")) for d in picked]
+
+
 def select_on_val(program: dspy.Module, train: list[dspy.Example], val: list[dspy.Example],
-                  metric: Callable[..., float], ks: Sequence[int], field_sets: Sequence[Sequence[str]]) -> RetrievalAgent:
-    """The RetrievalAgent over `train` whose (k, fields) scores best on val (first in grid order on a tie).
+                  metric: Callable[..., float], ks: Sequence[int], field_sets: Sequence[Sequence[str]],
+                  fixed_counts: Sequence[int] = (0,)) -> RetrievalAgent:
+    """The RetrievalAgent over `train` whose (fixed, k, fields) scores best on val (first in grid order on a tie).
 
     With one candidate nothing is evaluated. `program`'s instructions are kept, so retrieval
     composes with an optimized instruction.
     """
-    candidates = [(k, tuple(fields)) for fields in field_sets for k in ks]
+    candidates = [(n, k, tuple(fields)) for n in fixed_counts for fields in field_sets for k in ks]
     best, best_score = None, -1.0
-    for k, fields in candidates:
-        agent = RetrievalAgent(train, k, fields)
+    for n, k, fields in candidates:
+        agent = RetrievalAgent(train, k, fields, fixed_ids(program, train, n))
         agent.predict.signature = program.predict.signature
         if len(candidates) == 1:
             return agent
@@ -217,9 +238,9 @@ def select_on_val(program: dspy.Module, train: list[dspy.Example], val: list[dsp
                 pred = dspy.Prediction(reasoning="", plan="", next_action="")
             total += float(metric.score(ex, pred))
         score = total / len(val) if val else 0.0
-        print(f"knn: k={k} fields={'+'.join(fields)}: val score {score:.3f}", flush=True)
+        print(f"knn: fixed={n} k={k} fields={'+'.join(fields)}: val score {score:.3f}", flush=True)
         if score > best_score:
             best, best_score = agent, score
     assert best is not None
-    print(f"knn: chose k={best.k} fields={'+'.join(best.fields)}", flush=True)
+    print(f"knn: chose fixed={len(best.fixed)} k={best.k} fields={'+'.join(best.fields)}", flush=True)
     return best

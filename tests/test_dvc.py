@@ -256,7 +256,7 @@ def test_knn_experiment_exports_the_plugin(repo):
     run = dvc(repo, "exp", "run", "-n", "knn", "-S", "optimization.optimizer=knn", "-S", "optimization.knn.k=[1,2]",
               "-S", "export.formats=[usage_guide,plugin]")
     assert "Running stage 'optimize'" in run.stdout and "Running stage 'export'" in run.stdout
-    assert "knn: k=1 fields=task+steps_so_far: val score" in run.stdout
+    assert "knn: fixed=0 k=1 fields=task+steps_so_far: val score" in run.stdout
     report = read_json(repo / "metrics/optimized.json")
     assert report["optimizer"] == "knn" and report["retrieval"]["k"] in (1, 2)
     assert report["retrieval"]["fields"] == ["task", "steps_so_far"]

@@ -32,7 +32,7 @@ TINY = {
     "copro": {"depth": 1, "breadth": 2, "init_temperature": 1.0},
     "simba": {"bsize": 2, "num_candidates": 2, "max_steps": 1},
     "gepa": {"auto": "light", "max_metric_calls": 6, "reflection_minibatch_size": 1},
-    "knn": {"k": [1, 2], "fields": [["task"]]},
+    "knn": {"k": [1, 2], "fields": [["task"]], "fixed": [0]},
 }
 # SIMBA asks its prompt model only when a mini-batch's scores differ; at this size they may not.
 USES_TEACHER = {"bootstrap", "bootstrap_rs", "mipro", "copro", "gepa"}

@@ -23,7 +23,7 @@ from lib.metric import Metric
 from lib.redact import Redactor
 from lib.opencode import plugin
 from lib.optimize import optimize
-from lib.retrieval import Index, RetrievalAgent, prompt_order, query_text, tokenize
+from lib.retrieval import Index, RetrievalAgent, fixed_ids, prompt_order, query_text, tokenize
 from lib.session import Action
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +120,7 @@ def test_saved_program_keeps_bank_and_settings(rows, tmp_path):
     agent = RetrievalAgent([to_example(r) for r in rows[:20]], 3, ["task"])
     agent.save(str(tmp_path / "program.json"))
     state = json.loads((tmp_path / "program.json").read_text(encoding="utf-8"))
-    assert state["retrieval"] == {"method": "bm25", "k": 3, "fields": ["task"], "k1": 1.2, "b": 0.75}
+    assert state["retrieval"] == {"method": "bm25", "k": 3, "fields": ["task"], "k1": 1.2, "b": 0.75, "fixed": []}
     assert len(state["predict"]["demos"]) == 20
     again = RetrievalAgent([], 6, ["task", "steps_so_far"])
     again.load(str(tmp_path / "program.json"))
@@ -130,9 +130,37 @@ def test_saved_program_keeps_bank_and_settings(rows, tmp_path):
     assert E.load_program(state).retrieval["k"] == 3
 
 
+def test_fixed_demos_come_first_and_are_never_among_the_nearest(rows, tmp_path):
+    """knn after fixed labeled demos: every input gets the fixed ones, then its nearest of the others
+    (nearest last); export shows the fixed ones in the agent prompt and banks only the others."""
+    train = [to_example(r) for r in rows[:30]]
+    fixed = fixed_ids(Agent(), train, 2)
+    assert fixed == [str(d["id"]) for d in dspy.LabeledFewShot(k=2).compile(Agent(), trainset=train).predict.demos]
+    agent = RetrievalAgent(train, 3, ["task", "steps_so_far"], fixed)
+    for row in rows[40:45]:
+        picked = [str(d["id"]) for d in agent.pick(to_example(row).inputs())]
+        assert picked[:2] == fixed and len(picked) == 5 and not set(picked[2:]) & set(fixed)
+        others = [d for d in agent.predict.demos if str(d["id"]) not in fixed]
+        want = Index.build([d["id"] for d in others], [query_text(dict(d), agent.fields) for d in others]).top_k(
+            query_text(to_example(row).inputs(), agent.fields), 3)
+        assert picked[2:] == [others[i]["id"] for i in reversed(want)]
+    agent.save(str(tmp_path / "program.json"))
+    state = json.loads((tmp_path / "program.json").read_text(encoding="utf-8"))
+    assert state["retrieval"]["fixed"] == fixed
+    again = RetrievalAgent([], 1, ["task"])
+    again.load(str(tmp_path / "program.json"))
+    query = to_example(rows[41]).inputs()
+    assert again.fixed == tuple(fixed)
+    assert [d["id"] for d in again.pick(query)] == [d["id"] for d in agent.pick(query)]
+    program = E.load_program(state)
+    assert [str(d["id"]) for d in program.prompt_demos] == fixed
+    assert len(program.bank_demos) == 28 and not {str(d["id"]) for d in program.bank_demos} & set(fixed)
+
+
 def test_one_candidate_needs_no_model_call(rows):
     train = [to_example(r) for r in rows[:20]]
-    program = optimize("knn", {"k": [4], "fields": [["task"]]}, Agent(), train, train[:3], Metric({"tool_validity": 1}),
+    program = optimize("knn", {"k": [4], "fields": [["task"]], "fixed": [0]}, Agent(), train, train[:3],
+                       Metric({"tool_validity": 1}),
                        None, None, 1, 0)
     assert isinstance(program, RetrievalAgent) and program.k == 4 and program.fields == ("task",)
 
@@ -146,12 +174,13 @@ def test_knn_selects_on_val_with_the_embedded_model(rows, smollm_path, capsys):
     train = [to_example(r) for r in rows[:25]]
     val = [to_example(r) for r in rows[60:62]]
     with dspy.context(lm=lm, adapter=CompactJSONAdapter()):
-        program = optimize("knn", {"k": [1, 2], "fields": [["task"]]}, Agent(), train, val,
+        program = optimize("knn", {"k": [1, 2], "fields": [["task"]], "fixed": [0, 1]}, Agent(), train, val,
                            Metric({"tool_validity": 3, "first_action": 2}), None, lm, 1, 0)
         pred = program(**val[0].inputs())
     out = capsys.readouterr().out
-    assert "knn: k=1 fields=task: val score" in out and "knn: k=2 fields=task: val score" in out
-    assert f"knn: chose k={program.k} fields=task" in out
+    for n in (0, 1):
+        assert f"knn: fixed={n} k=1 fields=task: val score" in out and f"knn: fixed={n} k=2 fields=task: val score" in out
+    assert f"knn: chose fixed={len(program.fixed)} k={program.k} fields=task" in out
     assert isinstance(pred.next_action, str)
 
 

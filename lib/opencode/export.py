@@ -63,7 +63,22 @@ class Program:
 
     instructions: str
     demos: list[dict[str, Any]]
-    retrieval: dict[str, Any] | None = None  # a knn program's settings (k, fields): demos picked per turn
+    retrieval: dict[str, Any] | None = None  # a knn program's settings (k, fields, fixed): demos picked per turn
+
+    @property
+    def prompt_demos(self) -> list[dict[str, Any]]:
+        """Demos the agent prompt's worked examples come from: a knn program's fixed ones where it has them."""
+        fixed = [str(i) for i in (self.retrieval or {}).get("fixed") or []]
+        if not fixed:
+            return self.demos
+        by_id = {str(d.get("id")): d for d in self.demos}
+        return [by_id[i] for i in fixed if i in by_id]
+
+    @property
+    def bank_demos(self) -> list[dict[str, Any]]:
+        """Demos the plugin picks the nearest from: all but the fixed ones, which the prompt shows."""
+        fixed = {str(i) for i in (self.retrieval or {}).get("fixed") or []}
+        return [d for d in self.demos if str(d.get("id")) not in fixed]
 
 
 def read_json(path: str | Path, fix: str) -> Any:
@@ -246,7 +261,8 @@ def export_settings(params: dict[str, Any], disabled_tools: list[str] | tuple[st
 
 def agent_prompt(settings: ExportSettings, program: Program) -> str:
     """The agent prompt exactly as shipped (and as the replay stage scores it)."""
-    return prompts.agent_prompt(program.instructions, program.demos, settings.max_examples, settings.disabled_tools)
+    return prompts.agent_prompt(program.instructions, program.prompt_demos, settings.max_examples,
+                                settings.disabled_tools)
 
 
 def agent_entry(settings: ExportSettings, program: Program, description: str) -> dict[str, Any]:
@@ -300,7 +316,7 @@ def render(settings: ExportSettings, program: Program, scores: Scores, data_date
         elif fmt == "usage_guide":
             files[names[fmt]] = usage_guide(name, settings, target, scores, data_date, names)
         elif fmt == "plugin":
-            files.update(plugin.files(program.demos, program.retrieval, settings.max_examples, settings.field_chars))
+            files.update(plugin.files(program.bank_demos, program.retrieval, settings.max_examples, settings.field_chars))
     return files
 
 

@@ -301,7 +301,7 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
     # With the plugin exported, every exported request carries its nearest examples too.
     bank = None
     if "plugin" in params["export"]["formats"]:
-        bank = demo_bank(program.demos, program.retrieval, params["export"]["max_examples"],
+        bank = demo_bank(program.bank_demos, program.retrieval, params["export"]["max_examples"],
                          params["data"]["max_field_chars"])
     # The agent config: which tools the exported agent keeps, chosen on val where asked to.
     wanted = params["export"]["disable_tools"]
