@@ -235,6 +235,22 @@ def dvc_command(overrides: dict[str, Any], name: str | None) -> list[str]:
     return cmd
 
 
+def _replay_rows(root: Path) -> list[tuple[str, str]]:
+    """The replay result per student (as OpenCode sends it): OpenCode's default prompt vs the exported agent."""
+    try:
+        report = json.loads((root / "metrics" / "replay.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return [("replay", "not run (metrics/replay.json missing)")]
+    rows = []
+    for student, r in sorted((report.get("students") or {}).items()):
+        default, ours, diff = r["opencode_default"], r["exported"], r["difference"]
+        lo, hi = diff["ci95"]
+        rows.append((f"replay, {student}", f"OpenCode default {default['score']:.3f} -> exported "
+                     f"{ours['score']:.3f} ({diff['absolute']:+.3f}, 95% CI {lo:+.3f} .. {hi:+.3f}; "
+                     f"{ours['n']} steps as OpenCode sends them)"))
+    return rows
+
+
 def summary(root: Path = ROOT) -> str:
     """The test-split results of the last run, as a small table (scores 0-1)."""
     def load(name: str) -> dict[str, Any]:
@@ -268,6 +284,7 @@ def summary(root: Path = ROOT) -> str:
         ("tokens", f"{prompt + completion} ({prompt} prompt + {completion} completion)"),
         ("cost", f"${cost:.4f}"),
     ]
+    rows += _replay_rows(root)
     width = max(len(k) for k, _ in rows)
     lines = [f"{k.ljust(width)}  {v}" for k, v in rows]
     lines.append(f"{'prompts'.ljust(width)}  outputs/prompts/ (see its USAGE_GUIDE_*.md)")

@@ -209,6 +209,15 @@ def test_summary_table(tmp_path):
                  "labeled (6 demos)", "8 (4 served from cache)", "2400 (2000 prompt + 400 completion)"):
         assert text in table
 
+    assert "not run (metrics/replay.json missing)" in table
+    side = {"score": 0.3, "n": 40}
+    (tmp_path / "metrics" / "replay.json").write_text(json.dumps({"students": {"m": {
+        "opencode_default": side, "exported": {**side, "score": 0.4},
+        "difference": {"absolute": 0.1, "ci95": [0.02, 0.18]}}}}))
+    line = next(x for x in cli.summary(tmp_path).splitlines() if x.startswith("replay, m "))
+    assert line.split(None, 2)[2] == ("OpenCode default 0.300 -> exported 0.400 (+0.100, 95% CI +0.020 .. +0.180; "
+                                      "40 steps as OpenCode sends them)")
+
 
 # ---------------------------------------------------------------------------------- clear-cache
 
