@@ -19,8 +19,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import yaml  # noqa: E402
-
 from lib import params as P  # noqa: E402
 from lib.agent import Agent  # noqa: E402
 from lib.evaluate import evaluate, paired_bootstrap_ci  # noqa: E402
@@ -41,8 +39,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, metavar="N",
                     help="score only the first N test examples (a partial run, e.g. what the model cache holds)")
     args = ap.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-    p = P.load(overrides=overrides)
+    p = P.load(overrides=P.parse_overrides(args.set))
     opt, seed = p["optimization"], p["data"]["random_seed"]
     rt = start(p, with_teacher=False)
     metric = Metric(opt["metric_weights"])

@@ -17,8 +17,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import yaml  # noqa: E402
-
 from lib import params as P  # noqa: E402
 from lib.agent import Agent  # noqa: E402
 from lib.evaluate import evaluate, improvement  # noqa: E402
@@ -33,8 +31,7 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="params override, e.g. optimization.mipro.auto=light (repeatable)")
     args = ap.parse_args()
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
-    p = P.load(overrides=overrides)
+    p = P.load(overrides=P.parse_overrides(args.set))
     opt, seed = p["optimization"], p["data"]["random_seed"]
     rt = start(p, with_teacher=True)
     metric = Metric.from_params(opt)

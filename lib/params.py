@@ -24,6 +24,20 @@ class ParamsError(UserError):
     """params.yaml is wrong; the message lists every problem with its key and a fix."""
 
 
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """`KEY=VALUE` strings (dotted keys, YAML values, as `dvc exp run -S` takes them) -> overrides for `load`."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ParamsError(f"--set {item!r}: write KEY=VALUE, e.g. optimization.knn.k=[3]")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ParamsError(f"--set {item!r}: the value is not YAML ({exc})") from None
+    return out
+
+
 def load(path: str | Path = PARAMS_FILE, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read params.yaml (plus dotted-key overrides) and validate it. Raises ParamsError."""
     path = Path(path)

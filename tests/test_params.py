@@ -141,3 +141,10 @@ def test_override_of_an_unknown_dotted_key_names_it(dotted, named):
     assert dotted in str(err.value)
     assert named in str(err.value)
 
+
+
+def test_overrides_from_the_command_line():
+    assert P.parse_overrides(["optimization.knn.k=[3]", "data.redact=false", "export.agent_name=a=b"]) == {
+        "optimization.knn.k": [3], "data.redact": False, "export.agent_name": "a=b"}
+    with pytest.raises(P.ParamsError, match="write KEY=VALUE"):
+        P.parse_overrides(["optimization.knn.k"])
