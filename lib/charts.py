@@ -51,7 +51,7 @@ def bar_spec(rows: Iterable[Mapping[str, Any]], *, group: str, series: str, valu
             and math.isfinite(r[value])]
     groups = list(dict.fromkeys(r[group] for r in data))
     present = list(dict.fromkeys(r[series] for r in data))
-    order = [s for s in series_order if s in present] + [s for s in present if s not in series_order]
+    order = list(dict.fromkeys([*(s for s in series_order if s in present), *present]))
     label = {"calculate": f"format(datum['{value}'], '.2f')", "as": "label"}
     encoding = {
         "x": {"field": group, "type": "nominal", "sort": groups, "title": None,

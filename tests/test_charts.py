@@ -53,6 +53,10 @@ def test_replay_chart_takes_the_replay_report(tmp_path):
     svg = path.read_text(encoding="utf-8")
     assert svg.count(BAR) == 8 and ">exported agent<" in svg and ">right_target<" in svg
     assert ">12<" not in svg  # counts are not drawn as 0-1 bars
+    spec = charts.bar_spec(rows, group="measure", series="prompt", value="value", title="t",
+                           series_order=[r["prompt"] for r in rows])  # each prompt named 4 times
+    assert spec["encoding"]["xOffset"]["sort"] == ["OpenCode default", "exported agent"]
+    assert spec["width"] == {"step": 52}  # two bars a group, however often the order names them
     two = {"students": {"a": report["students"]["smollm2-135m"], "b": report["students"]["smollm2-135m"]}}
     assert {r["prompt"] for r in charts.replay_rows(two)} == {"a: OpenCode default", "a: exported agent",
                                                              "b: OpenCode default", "b: exported agent"}
