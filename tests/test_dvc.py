@@ -253,17 +253,19 @@ def test_bootstrap_experiment_uses_the_teacher(repo):
 
 def test_knn_experiment_exports_the_plugin(repo):
     """`dvc exp run -S optimization.optimizer=knn`: k chosen on val, demos per input, the plugin and its bank."""
-    run = dvc(repo, "exp", "run", "-n", "knn", "-S", "optimization.optimizer=knn", "-S", "optimization.knn.k=[1,2]",
-              "-S", "export.formats=[usage_guide,plugin]")
+    run = dvc(repo, "exp", "run", "-n", "knn", "-S", "optimization.optimizer=knn", "-S", "optimization.knn.k=[1]",
+              "-S", "optimization.knn.fixed=[0,1]", "-S", "export.formats=[usage_guide,plugin]")
     assert "Running stage 'optimize'" in run.stdout and "Running stage 'export'" in run.stdout
-    assert "knn: fixed=0 k=1 fields=task+steps_so_far: val score" in run.stdout
+    for n in (0, 1):
+        assert f"knn: fixed={n} k=1 fields=task+steps_so_far: val score" in run.stdout
     report = read_json(repo / "metrics/optimized.json")
-    assert report["optimizer"] == "knn" and report["retrieval"]["k"] in (1, 2)
+    assert report["optimizer"] == "knn" and report["retrieval"]["k"] == 1 and len(report["retrieval"]["fixed"]) < 2
     assert report["retrieval"]["fields"] == ["task", "steps_so_far"]
     program = read_json(repo / "outputs/program.json")
     assert program["retrieval"] == report["retrieval"] and len(program["predict"]["demos"]) == report["demos"]
     bank = read_json(repo / "outputs/prompts/plugin/nearest-demos.json")
     assert bank["k"] == report["retrieval"]["k"] and 0 < len(bank["demos"]) <= report["demos"]
+    assert not {d["id"] for d in bank["demos"]} & set(report["retrieval"]["fixed"])  # the prompt shows those
     assert (repo / "outputs/prompts/plugin/nearest-demos.js").read_text(encoding="utf-8") == \
         (ROOT / "lib/opencode/nearest-demos.js").read_text(encoding="utf-8")
     sh(repo, "git", "checkout", "HEAD", "--", "params.yaml")
