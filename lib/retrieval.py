@@ -169,13 +169,10 @@ class RetrievalAgent(Agent):
         self._reindex()
 
     def _reindex(self) -> None:
-        demos = self.predict.demos
-        by_id = {str(d.get("id")): d for d in demos}
-        missing = [i for i in self.fixed if i not in by_id]
-        if missing:
-            raise ValueError(f"fixed demos not in the bank: {missing}")
-        self.fixed_demos = [by_id[i] for i in self.fixed]
-        self.nearest_from = [d for d in demos if str(d.get("id")) not in set(self.fixed)]
+        self.fixed_demos, self.nearest_from = split_fixed(self.predict.demos, self.fixed)
+        if len(self.fixed_demos) < len(self.fixed):
+            found = {str(d.get("id")) for d in self.fixed_demos}
+            raise ValueError(f"fixed demos not in the bank: {[i for i in self.fixed if i not in found]}")
         self.index = Index.build([str(d.get("id") or i) for i, d in enumerate(self.nearest_from)],
                                  [query_text(dict(d), self.fields) for d in self.nearest_from])
 
@@ -205,6 +202,17 @@ class RetrievalAgent(Agent):
         return self
 
 
+def split_fixed(demos: Sequence[Any], fixed: Sequence[str]) -> tuple[list[Any], list[Any]]:
+    """(the demos named in `fixed`, in that order; all the others, in bank order), by demo id.
+
+    A knn program shows the first as every input's fixed demos (and the exported prompt's worked
+    examples) and picks the nearest from the second (the plugin's bank). Ids not among `demos` are
+    left out."""
+    by_id = {str(d.get("id")): d for d in demos}
+    named = set(fixed)
+    return [by_id[i] for i in fixed if i in by_id], [d for d in demos if str(d.get("id")) not in named]
+
+
 def fixed_ids(program: dspy.Module, train: list[dspy.Example], n: int) -> list[str]:
     """Ids of the n demos the labeled optimizer would pick from `train` (DSPy's seeded sample)."""
     if n == 0:
@@ -222,9 +230,10 @@ def select_on_val(program: dspy.Module, train: list[dspy.Example], val: list[dsp
     composes with an optimized instruction.
     """
     candidates = [(n, k, tuple(fields)) for n in fixed_counts for fields in field_sets for k in ks]
+    fixed = {n: fixed_ids(program, train, n) for n in fixed_counts}
     best, best_score = None, -1.0
     for n, k, fields in candidates:
-        agent = RetrievalAgent(train, k, fields, fixed_ids(program, train, n))
+        agent = RetrievalAgent(train, k, fields, fixed[n])
         agent.predict.signature = program.predict.signature
         if len(candidates) == 1:
             return agent

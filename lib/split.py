@@ -10,7 +10,6 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO
 
 from lib.files import atomic_open, copy_range, loads
 
@@ -106,17 +105,12 @@ def split_file(src: str | Path, dests: Mapping[str, str | Path], ratios: dict[st
                     run = (name, run[1], run[2] + size)
                 else:
                     if run:
-                        _copy(fh, out[run[0]], run[1], run[2])
+                        copy_range(fh, out[run[0]], run[1], run[2])
                     run = (name, offset, size)
             offset += size
         if run:
-            _copy(fh, out[run[0]], run[1], run[2])
+            copy_range(fh, out[run[0]], run[1], run[2])
+            fh.seek(run[1] + run[2] - 1)
+            if fh.read(1) != b"\n":  # only the file's last row can lack its newline
+                os.write(out[run[0]].fileno(), b"\n")
     return {name: {"examples": counts[name], "sessions": len(members[name])} for name in SPLITS}
-
-
-def _copy(src: IO[bytes], dest: IO[bytes], offset: int, length: int) -> None:
-    """Copy a run of rows, ending it with a newline if it is the file's last row and has none."""
-    copy_range(src, dest, offset, length)
-    src.seek(offset + length - 1)
-    if src.read(1) != b"\n":
-        os.write(dest.fileno(), b"\n")

@@ -25,6 +25,7 @@ from lib.errors import UserError
 from lib.opencode import plugin
 from lib.opencode import render as prompts
 from lib.opencode import safety
+from lib.retrieval import split_fixed
 
 FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide", "plugin")
 SCHEMA_URL = "https://opencode.ai/config.json"
@@ -66,19 +67,18 @@ class Program:
     retrieval: dict[str, Any] | None = None  # a knn program's settings (k, fields, fixed): demos picked per turn
 
     @property
+    def _fixed(self) -> list[str]:
+        return [str(i) for i in (self.retrieval or {}).get("fixed") or []]
+
+    @property
     def prompt_demos(self) -> list[dict[str, Any]]:
         """Demos the agent prompt's worked examples come from: a knn program's fixed ones where it has them."""
-        fixed = [str(i) for i in (self.retrieval or {}).get("fixed") or []]
-        if not fixed:
-            return self.demos
-        by_id = {str(d.get("id")): d for d in self.demos}
-        return [by_id[i] for i in fixed if i in by_id]
+        return split_fixed(self.demos, self._fixed)[0] if self._fixed else self.demos
 
     @property
     def bank_demos(self) -> list[dict[str, Any]]:
         """Demos the plugin picks the nearest from: all but the fixed ones, which the prompt shows."""
-        fixed = {str(i) for i in (self.retrieval or {}).get("fixed") or []}
-        return [d for d in self.demos if str(d.get("id")) not in fixed]
+        return split_fixed(self.demos, self._fixed)[1]
 
 
 def read_json(path: str | Path, fix: str) -> Any:
