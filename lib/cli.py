@@ -24,7 +24,8 @@ import yaml
 
 from lib import params as P
 from lib.errors import UserError
-from lib.lm import cache_dir, check_reachable
+from lib.lm import cache_dir, check_reachable, local_model_path
+from lib.models import engine
 from lib.params import ROOT, ParamsError
 
 # A DVC experiment name becomes a git ref, so it must be a valid ref component.
@@ -150,10 +151,23 @@ def _check_logs(data: Any, report: Report) -> None:
 
 
 def _check_models(models: Any, report: Report) -> None:
+    probed: dict[str, Any] = {}  # the engine is proven once, fresh, for every local role
     for role in ("student", "teacher"):
         cfg = models.get(role) if isinstance(models, dict) else None
         if not isinstance(cfg, dict) or not {"provider", "model"} <= set(cfg):
             report.problem(f"models.{role}: missing or incomplete; see the models section of params.yaml")
+            continue
+        if cfg["provider"] == "local":
+            if not probed:
+                try:
+                    probed["found"] = engine.probe(local_model_path())
+                except UserError as exc:
+                    probed["error"] = exc
+            if "error" in probed:
+                report.problem(f"models.{role}: {probed['error']}")
+            else:
+                report.ok(f"models.{role}: local {cfg['model']}: the engine decoded {probed['found'].tokens} "
+                          f"tokens in a child process ({engine.build_text()})")
             continue
         try:
             check_reachable(role, cfg, root=ROOT)

@@ -35,6 +35,7 @@ from dotenv import dotenv_values
 
 from lib import toolcalls
 from lib.errors import UserError
+from lib.models import engine
 from lib.params import ROOT
 
 PROVIDERS = ("local", "openai", "anthropic", "openai-compatible", "ollama")
@@ -589,10 +590,11 @@ def load_llama(path: Path) -> Any:
     key = str(path)
     with _llama_lock:
         if key not in _llamas:
-            try:
-                from llama_cpp import Llama
-            except ImportError:
-                raise UserError("provider local needs llama-cpp-python: `pip install llama-cpp-python`") from None
+            if importlib.util.find_spec("llama_cpp") is None:
+                raise UserError("provider local needs the llama.cpp engine (llama-cpp-python): run ./setup.sh, "
+                                "which builds it for this CPU")
+            engine.ensure(path)  # a crash in the engine fails here, in a child, with the fix
+            from llama_cpp import Llama
             try:
                 _llamas[key] = _reuse_aligned_prefix(
                     Llama(model_path=key, n_ctx=LOCAL_N_CTX, n_threads=LOCAL_THREADS, verbose=False,
