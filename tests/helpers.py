@@ -74,6 +74,15 @@ def env() -> dict[str, str]:
     return out
 
 
+def crashing_engine(folder: Path) -> Path:
+    """A libllama.so in `folder` that dies with SIGSEGV as it loads, as a miscompiled engine does at its first
+    decode; point LLAMA_CPP_LIB_PATH at the folder to use it."""
+    source = folder / "crash.c"
+    source.write_text("#include <signal.h>\n__attribute__((constructor)) static void crash(void) { raise(SIGSEGV); }\n")
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(folder / "libllama.so"), str(source)], check=True)
+    return folder
+
+
 def run_stage(project: Path, stage: str) -> subprocess.CompletedProcess[str]:
     """Run `python -m stages.<stage>` in `project` (as dvc.yaml does); never raises on failure."""
     return subprocess.run([PYTHON, "-m", f"stages.{stage}"], cwd=project, env=env(), capture_output=True,

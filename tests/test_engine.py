@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lib.models import engine
-from tests.conftest import ROOT, need
+from conftest import ROOT, need
+from helpers import crashing_engine, env, make_project, run_data_stages
 
 AMX_XEON = frozenset("fpu sse4_2 avx f16c fma avx2 bmi2 avx512f avx512cd avx512vl avx512dq avx512bw "
                      "avx512vbmi avx512_vnni avx512_bf16 amx_tile amx_int8 amx_bf16".split())
@@ -48,6 +48,12 @@ def test_the_build_folder_changes_with_the_flags(x86: None) -> None:
     cuda = engine.plan(LAPTOP, user_args="-DGGML_CUDA=ON")
     assert cuda.cmake_args[-1] == "-DGGML_CUDA=ON"  # last, so the user's flags win in CMake
     assert engine.plan(LAPTOP, user_args="-DGGML_CUDA=ON").name == cuda.name  # and stable
+
+
+def test_build_progress_is_read_from_ninja_and_make_lines() -> None:
+    assert engine._progress("  [70/140] /usr/bin/g++ -c ggml.c") == 50
+    assert engine._progress("[ 30%] Building C object") == 30
+    assert engine._progress("-- Configuring done") is None
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
@@ -106,12 +112,7 @@ def test_the_embedded_model_decodes_in_a_child_process(smollm_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def broken_engine(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A libllama.so that dies with SIGSEGV as it loads, as a miscompiled engine does at its first decode."""
-    folder = tmp_path_factory.mktemp("broken-engine")
-    source = folder / "crash.c"
-    source.write_text("#include <signal.h>\n__attribute__((constructor)) static void crash(void) { raise(SIGSEGV); }\n")
-    subprocess.run(["gcc", "-shared", "-fPIC", "-o", str(folder / "libllama.so"), str(source)], check=True)
-    return folder
+    return crashing_engine(tmp_path_factory.mktemp("broken-engine"))
 
 
 def test_a_crashing_engine_is_reported_with_the_fix(broken_engine: Path, smollm_path: Path,
@@ -125,8 +126,6 @@ def test_a_crashing_engine_is_reported_with_the_fix(broken_engine: Path, smollm_
 
 
 def _run(args: list[str], broken: Path, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    from tests.helpers import env
-
     return subprocess.run([sys.executable, *args], cwd=cwd, env={**env(), "LLAMA_CPP_LIB_PATH": str(broken)},
                           capture_output=True, text=True, timeout=600)
 
@@ -142,8 +141,6 @@ def test_validate_and_the_check_command_fail_on_a_crashing_engine(broken_engine:
 
 def test_a_stage_on_a_crashing_engine_ends_with_the_fix_not_a_bare_segfault(
         broken_engine: Path, smollm_path: Path, tmp_path: Path) -> None:
-    from tests.helpers import make_project, run_data_stages
-
     project = make_project(tmp_path / "project")
     run_data_stages(project)
     done = _run(["-m", "stages.baseline"], broken_engine, cwd=project)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import PYTHON, env, make_project, run_stage
+from helpers import PYTHON, crashing_engine, env, make_project, run_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "TROUBLESHOOTING.md"
@@ -85,6 +85,14 @@ def override_unknown_key(tmp: Path) -> str:
 def local_with_api_base(tmp: Path) -> str:
     from lib import params as P
     return _error(lambda: P.load(overrides={"models.student.api_base": "http://localhost:8000/v1"}))
+
+
+def engine_crashed(tmp: Path) -> str:
+    """Set-up's last step on an engine whose library dies with SIGSEGV as it loads."""
+    done = subprocess.run([PYTHON, "-m", "lib.models.engine", "check"], cwd=ROOT, capture_output=True, text=True,
+                          env={**env(), "LLAMA_CPP_LIB_PATH": str(crashing_engine(tmp))}, timeout=300)
+    assert done.returncode == 1, done.stdout + done.stderr
+    return done.stderr
 
 
 def logs_dir_missing(tmp: Path) -> str:

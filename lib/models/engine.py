@@ -144,6 +144,15 @@ def wheel_of(build: Build) -> Path | None:
     return wheels[0] if wheels and (build.folder / MANIFEST).is_file() else None
 
 
+def _progress(line: str) -> int | None:
+    """Percent done from a build log line: Ninja's `[12/140]` or Make's `[ 8%]`."""
+    step = re.match(r"\s*\[\s*(\d+)/(\d+)\]", line)
+    if step:
+        return 100 * int(step.group(1)) // max(1, int(step.group(2)))
+    step = re.match(r"\s*\[\s*(\d+)%\]", line)
+    return int(step.group(1)) if step else None
+
+
 def build_wheel(build: Build, python: str = sys.executable) -> Path:
     """The wheel for `build`, compiled once (several minutes) and kept in its own folder."""
     found = wheel_of(build)
@@ -163,9 +172,9 @@ def build_wheel(build: Build, python: str = sys.executable) -> Path:
             shown = -10
             for line in proc.stdout:  # type: ignore[union-attr]
                 out.write(line)
-                step = re.match(r"\s*\[\s*(\d+)%\]", line)
-                if step and int(step.group(1)) >= shown + 10:  # CMake's progress, every tenth
-                    shown = int(step.group(1))
+                done = _progress(line)
+                if done is not None and done >= shown + 10:  # every tenth
+                    shown = done
                     print(f"  compiled {shown}%", flush=True)
         if proc.returncode != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
