@@ -139,4 +139,16 @@ def _check_semantics(p: dict[str, Any]) -> list[str]:
                 f"{role}.api_base: provider openai-compatible needs the server address, "
                 f"e.g. http://localhost:8000/v1"
             )
+    for i, m in enumerate(p["live"]["models"]):
+        role = f"live.models[{i}]"
+        if m["provider"] == "local":
+            if bool(m.get("model")) == bool(m.get("model_path")):
+                problems.append(f"{role}: provider local takes either model (a catalog name, e.g. "
+                                f"qwen2.5-coder-0.5b) or model_path (a GGUF file), not both or neither")
+            if m.get("api_base") or m.get("api_key_env"):
+                problems.append(f"{role}: provider local serves the embedded model itself; set api_base and "
+                                f"api_key_env to null")
+        elif not m.get("api_base") or not m.get("model"):
+            problems.append(f"{role}: provider {m['provider']} needs model and api_base (your server, e.g. "
+                            f"http://localhost:11434 for Ollama)")
     return problems

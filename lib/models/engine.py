@@ -153,6 +153,23 @@ def _progress(line: str) -> int | None:
     return int(step.group(1)) if step else None
 
 
+def run_logged(cmd: list[str], env: dict[str, str], log: Path, what: str) -> None:
+    """Run a compile, its output into `log` and its progress to stdout; EngineError with the log's tail."""
+    with log.open("w") as out, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                                 stderr=subprocess.STDOUT, text=True) as proc:
+        shown = 0
+        for line in proc.stdout:  # type: ignore[union-attr]
+            out.write(line)
+            done = _progress(line)
+            if done is not None and done >= shown + 10:  # every tenth
+                shown = done
+                print(f"  compiled {shown}%", flush=True)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise EngineError(f"{what} failed:\n{tail}\nIt needs a C/C++ compiler and cmake; flags can be changed "
+                          f"with CMAKE_ARGS (see README, 'The engine build')")
+
+
 def build_wheel(build: Build, python: str = sys.executable) -> Path:
     """The wheel for `build`, compiled once (several minutes) and kept in its own folder."""
     found = wheel_of(build)
@@ -166,20 +183,7 @@ def build_wheel(build: Build, python: str = sys.executable) -> Path:
                "CMAKE_BUILD_PARALLEL_LEVEL": os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))}
         cmd = [python, "-m", "pip", "wheel", "-v", "--no-deps", "--no-cache-dir", "--no-binary", PACKAGE,
                "-w", tmp, f"{PACKAGE}=={VERSION}"]
-        log = Path(tmp) / "build.log"
-        with log.open("w") as out, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                                     stderr=subprocess.STDOUT, text=True) as proc:
-            shown = -10
-            for line in proc.stdout:  # type: ignore[union-attr]
-                out.write(line)
-                done = _progress(line)
-                if done is not None and done >= shown + 10:  # every tenth
-                    shown = done
-                    print(f"  compiled {shown}%", flush=True)
-        if proc.returncode != 0:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-            raise EngineError(f"building {PACKAGE} {VERSION} failed:\n{tail}\nIt needs a C/C++ compiler and "
-                              f"cmake; flags can be changed with CMAKE_ARGS (see README, 'The engine build')")
+        run_logged(cmd, env, Path(tmp) / "build.log", f"building {PACKAGE} {VERSION}")
         (Path(tmp) / MANIFEST).write_text(json.dumps(build.manifest(), indent=2, sort_keys=True) + "\n")
         shutil.rmtree(build.folder, ignore_errors=True)
         os.rename(tmp, build.folder)  # atomic: a half-built folder never looks finished

@@ -1,0 +1,59 @@
+"""live (opt-in, live.enabled): real OpenCode on scripted tasks, exported agent vs OpenCode's default.
+
+Reads outputs/program.json and the agent replay chose (metrics/replay.json); writes metrics/live.json
+(per model and agent: completion rate, counts, and the paired difference with its 95% CI),
+metrics/live_runs.json (one record per run) and metrics/live.svg.
+"""
+import hashlib
+import shutil
+from pathlib import Path
+
+from lib import params as P
+from lib.charts import write_bar_chart
+from lib.errors import UserError, run_stage
+from lib.files import write_json
+from lib.opencode import live, shape
+from lib.opencode.export import agent_entry, agent_prompt, export_settings, load_program, model_slug, read_json
+
+RERUN = "run `dvc repro` to create it"
+WORKROOT = Path(".cache/live")  # scratch repos and homes, reused at fixed paths (see lib/opencode/live.py)
+OPENCODE = Path("node_modules/.bin/opencode")
+
+
+def main() -> None:
+    p = P.load()
+    cfg = p["live"]
+    runs: list[live.Run] = []
+    if cfg["enabled"]:
+        opencode = shutil.which("opencode") if not OPENCODE.exists() else str(OPENCODE)
+        if not opencode:
+            raise UserError("live: the opencode CLI was not found; run `./setup.sh --test` (it installs "
+                            "opencode-ai from npm into node_modules/)")
+        program = load_program(read_json("outputs/program.json", RERUN))
+        agent = read_json("metrics/replay.json", RERUN)["agent"]
+        settings = export_settings(p, agent["disable_tools"])
+        if hashlib.sha256(agent_prompt(settings, program).encode("utf-8")).hexdigest() != agent["prompt_sha256"]:
+            raise UserError("metrics/replay.json scored another prompt than the one export would write; "
+                            "run `dvc repro replay live`")
+        name = f"{settings.agent}-{model_slug(settings.student['model'])}"  # as export names it
+        entry = agent_entry(settings, program, f"{settings.agent} agent (learned prompt)")
+        runs = live.run_all(cfg, entry, name, opencode=opencode, workroot=WORKROOT,
+                            known_tools=frozenset(shape.tool_names()))
+    report = {"enabled": cfg["enabled"], "models": live.summarize(runs)}
+    write_json("metrics/live.json", report)
+    write_json("metrics/live_runs.json", [r.record() for r in runs])
+    write_bar_chart("metrics/live.svg", live.chart_rows(report["models"]), group="model", series="agent",
+                    value="value", title="Tasks finished inside real OpenCode: default agent vs exported",
+                    y_title="completion rate (0-1)")
+    for model, entry in report["models"].items():
+        d, e, diff = entry.get("opencode_default"), entry.get("exported"), entry.get("difference")
+        if d and e and diff:
+            print(f"live [{model}]: OpenCode default {d['completion_rate']:.2f} vs exported "
+                  f"{e['completion_rate']:.2f} of {d['runs']} runs; {diff['absolute']:+.2f}, 95% CI "
+                  f"{diff['ci95'][0]:+.2f}..{diff['ci95'][1]:+.2f}")
+    if not cfg["enabled"]:
+        print("live: not run (live.enabled: false)")
+
+
+if __name__ == "__main__":
+    run_stage(main)

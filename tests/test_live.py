@@ -1,0 +1,114 @@
+"""Live evaluation: tasks as data, the OpenCode config each run gets, the report, and real runs of real
+OpenCode on an embedded coding model behind llama.cpp's own server."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, need
+from helpers import PYTHON, env, make_project, read_jsonl
+from lib.errors import UserError
+from lib.opencode import live
+
+TASKS = ROOT / "data" / "live" / "tasks"
+OPENCODE = ROOT / "node_modules" / ".bin" / "opencode"
+
+
+def _task(folder: Path, name: str, body: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body), encoding="utf-8")
+    return path
+
+
+def test_the_shipped_tasks_are_valid_and_each_has_a_check() -> None:
+    tasks = live.load_tasks(TASKS)
+    assert len(tasks) >= 10
+    assert all(t.command or t.answer for t in tasks)
+    assert [t.id for t in tasks] == sorted(t.id for t in tasks)
+
+
+def test_a_broken_task_file_is_named_with_the_problem(tmp_path: Path) -> None:
+    _task(tmp_path, "good", {"prompt": "p", "check": {"answer": "1"}})
+    _task(tmp_path, "no-check", {"prompt": "p"})
+    with pytest.raises(UserError, match=r"no-check\.yaml: not a valid task .*check"):
+        live.load_tasks(tmp_path)
+    (tmp_path / "no-check.yaml").unlink()
+    _task(tmp_path, "escape", {"prompt": "p", "files": {"../outside.txt": "x"}, "check": {"answer": "1"}})
+    with pytest.raises(UserError, match=r"escape\.yaml"):
+        live.load_tasks(tmp_path)
+
+
+def test_unknown_task_ids_list_the_known_ones(tmp_path: Path) -> None:
+    _task(tmp_path, "a", {"prompt": "p", "check": {"answer": "1"}})
+    with pytest.raises(UserError, match="names b, not in .* the tasks there are: a"):
+        live.load_tasks(tmp_path, ["b"])
+
+
+def test_an_answer_counts_only_as_a_whole_word() -> None:
+    assert live.contains_answer("There are 4 Python files.", "4")
+    assert not live.contains_answer("There are 14 files", "4")
+    assert not live.contains_answer("version 4.5", "4")
+    assert live.contains_answer("MAX_RETRIES is 17.", "17")
+
+
+def test_calls_written_as_text_are_recognized() -> None:
+    assert live.looks_like_call('{"name": "read", "arguments": {"filePath": "a.py"}}')
+    assert live.looks_like_call("<tool_call>\n{...}\n</tool_call>")
+    assert not live.looks_like_call("I read the file and the answer is 17.")
+    assert not live.looks_like_call('{"name": "x"}')  # a name without arguments is data, not a call
+
+
+def test_both_agents_get_the_same_step_cap_and_sampling_and_only_the_export_differs() -> None:
+    exported = {"description": "d", "mode": "primary", "model": "local/other", "temperature": 0.0,
+                "prompt": "You are a careful agent.", "tools": {"skill": False},
+                "permission": {"bash": {"rm -rf *": "deny"}}}
+    agents = live.agents_config(exported, "opt-qwen", max_steps=5, temperature=None)
+    assert agents["build"] == {"steps": 5}
+    mine = agents["opt-qwen"]
+    assert mine["steps"] == 5 and "model" not in mine and "temperature" not in mine
+    assert mine["prompt"] == exported["prompt"] and mine["tools"] == {"skill": False}
+    assert mine["permission"] == exported["permission"]
+    fixed = live.agents_config(exported, "opt-qwen", max_steps=5, temperature=0.2)
+    assert fixed["build"]["temperature"] == fixed["opt-qwen"]["temperature"] == 0.2
+
+
+def _run(task: str, agent: str, success: bool, repeat: int = 0) -> live.Run:
+    return live.Run(task, agent, "m", repeat, "completed" if success else "not_completed", success, tool_calls=1)
+
+
+def test_the_report_pairs_runs_by_task_and_repeat() -> None:
+    runs = [_run(f"t{i}", "opencode_default", i < 2) for i in range(6)]
+    runs += [_run(f"t{i}", "exported", i < 5) for i in range(6)]
+    report = live.summarize(runs)["m"]
+    assert report["opencode_default"]["completion_rate"] == pytest.approx(2 / 6)
+    assert report["exported"]["completion_rate"] == pytest.approx(5 / 6)
+    diff = report["difference"]
+    assert diff["paired"] == 6 and diff["absolute"] == pytest.approx(0.5)
+    assert 0 < diff["ci95"][0] <= 0.5 <= diff["ci95"][1] <= 1
+    assert report["exported"]["outcomes"]["completed"] == 5
+    # A run missing on one side is not paired.
+    assert live.summarize(runs[:-1])["m"]["difference"]["paired"] == 5
+
+
+def test_real_opencode_accepts_the_run_config(tmp_path: Path) -> None:
+    need(OPENCODE.exists(), "OpenCode CLI missing (run ./setup.sh --test)")
+    target = live.Target("m", "http://127.0.0.1:9/v1", "qwen", 32768)
+    agents = live.agents_config({"description": "d", "mode": "primary", "prompt": "Be brief.",
+                                 "tools": {"skill": False}}, "opt-qwen", 4, None)
+    home = tmp_path / "home"
+    (home / ".config" / "opencode").mkdir(parents=True)
+    (home / ".config" / "opencode" / "opencode.json").write_text(
+        json.dumps(live.opencode_config(target, agents, 512)), encoding="utf-8")
+    done = subprocess.run([str(OPENCODE), "debug", "agent", "opt-qwen"], cwd=tmp_path, capture_output=True,
+                          text=True, env=live.isolated_env(home, tmp_path / "cache"), timeout=120)
+    out = done.stdout + done.stderr
+    assert "Configuration is invalid" not in out, out
+    agent = json.loads(out[out.index("{"):])
+    assert agent["prompt"] == "Be brief." and agent["steps"] == 4
