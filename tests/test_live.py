@@ -2,8 +2,8 @@
 OpenCode on an embedded coding model behind llama.cpp's own server."""
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -112,3 +112,59 @@ def test_real_opencode_accepts_the_run_config(tmp_path: Path) -> None:
     assert "Configuration is invalid" not in out, out
     agent = json.loads(out[out.index("{"):])
     assert agent["prompt"] == "Be brief." and agent["steps"] == 4
+
+
+def _live_project(tmp_path: Path, tasks: list[str], extra_task: dict | None = None) -> Path:
+    """A project copy set up for the live stage: a program, the agent replay chose, the task files, and
+    links to this checkout's OpenCode CLI and built engine (nothing is rebuilt per test)."""
+    from lib.agent import Agent
+    from lib.opencode.export import agent_prompt, export_settings, load_program
+
+    project = make_project(tmp_path / "project")
+    (project / "node_modules").symlink_to(ROOT / "node_modules")
+    (project / ".cache").mkdir()
+    (project / ".cache" / "engine").symlink_to(ROOT / ".cache" / "engine")
+    tasks_dir = project / "data" / "live" / "tasks"
+    tasks_dir.mkdir(parents=True)
+    for name in tasks:
+        shutil.copy(TASKS / f"{name}.yaml", tasks_dir)
+    if extra_task:
+        _task(tasks_dir, "cannot-pass", extra_task)
+    (project / "outputs").mkdir()
+    Agent().save(str(project / "outputs" / "program.json"))
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    program = load_program(json.loads((project / "outputs" / "program.json").read_text()))
+    prompt = agent_prompt(export_settings(params, ["skill"]), program)
+    (project / "metrics").mkdir()
+    (project / "metrics" / "replay.json").write_text(json.dumps(
+        {"agent": {"disable_tools": ["skill"], "permission": params["export"]["permission"],
+                   "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()}, "students": {}}))
+    params["live"].update(enabled=True, tasks=[], max_steps=4, repeats=1, temperature=0.0, timeout=600,
+                          context_window=16384)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return project
+
+
+@pytest.mark.timeout(3600)
+def test_the_stage_runs_real_opencode_on_the_embedded_coder(tmp_path: Path) -> None:
+    """Real OpenCode, the embedded Qwen2.5-Coder-0.5B behind llama-server --jinja: a task is done by a
+    call whose effect the check sees, and a task whose check cannot pass is counted as not completed."""
+    need(OPENCODE.exists(), "OpenCode CLI missing (run ./setup.sh --test)")
+    project = _live_project(tmp_path, ["create-file"], extra_task={
+        "prompt": "Create a file named notes.txt that contains the word alpha.",
+        "check": {"command": "test -f file-nobody-was-asked-for.txt"}})
+    done = subprocess.run([PYTHON, "-m", "stages.live"], cwd=project, env=env(), capture_output=True, text=True,
+                          timeout=3500)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    runs = json.loads((project / "metrics" / "live_runs.json").read_text())
+    assert {(r["task"], r["agent"]) for r in runs} == {(t, a) for t in ("create-file", "cannot-pass")
+                                                       for a in live.AGENTS}
+    made = [r for r in runs if r["task"] == "create-file" and r["success"]]
+    assert made and all(r["tool_calls"] >= 1 and "write" in r["tools_used"] for r in made), runs
+    assert all(not r["success"] and r["outcome"] != "completed" for r in runs if r["task"] == "cannot-pass")
+    report = json.loads((project / "metrics" / "live.json").read_text())
+    entry = report["models"]["qwen2.5-coder-0.5b"]
+    assert entry["difference"]["paired"] == 2
+    rates = [entry[a]["completion_rate"] for a in live.AGENTS]
+    assert max(rates) >= 0.5 and all(0 <= r <= 0.5 for r in rates)  # cannot-pass is half of each agent's runs
+    assert (project / "metrics" / "live.svg").read_text().startswith("<svg")

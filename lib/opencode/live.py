@@ -207,26 +207,32 @@ def contains_answer(reply: str, answer: str) -> bool:
 
 def read_session(db: Path) -> tuple[Session | None, dict[str, Any]]:
     """The run's session through the project's own opencode.db reader, plus what that reader does not
-    keep: the number of model calls (assistant messages), every assistant text, and the errors."""
+    keep: the number of model calls (assistant messages), the text of every reply, and the errors."""
     if not db.is_file():
-        return None, {"steps": 0, "texts": [], "errors": []}
+        return None, {"steps": 0, "texts": [], "errors": [], "prompt_tokens": 0, "completion_tokens": 0}
     reader = OpenCodeDbReader()
     sessions = [s for unit in reader.units(db) for s, _ in reader.read_unit(db, db.name, unit)
                 if isinstance(s, Session)]
     top = [s for s in sessions if s.parent_id is None]
     session = top[0] if top else (sessions[0] if sessions else None)
-    extra: dict[str, Any] = {"steps": 0, "texts": [], "errors": []}
+    extra: dict[str, Any] = {"steps": 0, "texts": [], "errors": [], "prompt_tokens": 0, "completion_tokens": 0}
     con = connect_readonly(db)
     try:
         for (data,) in con.execute("SELECT data FROM message ORDER BY time_created"):
             info = json.loads(data)
             if info.get("role") == "assistant":
                 extra["steps"] += 1
+                tokens = info.get("tokens") or {}
+                # OpenCode counts the part of a prompt the server had cached apart from the rest.
+                extra["prompt_tokens"] += int(tokens.get("input") or 0) + int((tokens.get("cache") or {}).get("read") or 0)
+                extra["completion_tokens"] += int(tokens.get("output") or 0)
                 if info.get("error"):
                     extra["errors"].append(str(info["error"].get("data", {}).get("message") or info["error"])[:300])
-        for (data,) in con.execute("SELECT data FROM part ORDER BY time_created"):
+        replies = {mid for mid, data in con.execute("SELECT id, data FROM message")
+                   if json.loads(data).get("role") == "assistant"}
+        for mid, data in con.execute("SELECT message_id, data FROM part ORDER BY time_created, id"):
             part = json.loads(data)
-            if part.get("type") == "text" and not part.get("synthetic"):
+            if mid in replies and part.get("type") == "text" and not part.get("synthetic"):
                 extra["texts"].append(part.get("text") or "")
     except sqlite3.DatabaseError as exc:
         extra["errors"].append(f"reading {db}: {exc}")
@@ -269,7 +275,9 @@ def run_task(task: Task, agent: str, agent_name: str, target: Target, repeat: in
     run = Run(task.id, agent, target.label, repeat, "completed", False)
     started = time.monotonic()
     try:
-        done = subprocess.run(cmd, cwd=repo, env=isolated_env(home, workdir / "opencode-cache"),
+        # PWD too: OpenCode takes the working directory its <env> block names from it.
+        done = subprocess.run(cmd, cwd=repo, env={**isolated_env(home, workdir.parent / "opencode-cache"),
+                                                  "PWD": str(repo)},
                               capture_output=True, text=True, timeout=task.timeout or timeout)
         failure = None if done.returncode == 0 else \
             f"opencode exited {done.returncode}: {(done.stderr or done.stdout).strip()[-400:]}"
@@ -290,10 +298,7 @@ def run_task(task: Task, agent: str, agent_name: str, target: Target, repeat: in
                             for a in actions)
     run.destructive_calls = sum(safety.destructive(a.tool, a.args, str(repo)) is not None for a in actions)
     run.text_calls = sum(looks_like_call(t) for t in extra["texts"])
-    run.steps = extra["steps"]
-    if session:
-        run.prompt_tokens = sum(t.usage.prompt_tokens for t in session.turns)
-        run.completion_tokens = sum(t.usage.completion_tokens for t in session.turns)
+    run.steps, run.prompt_tokens, run.completion_tokens = extra["steps"], extra["prompt_tokens"], extra["completion_tokens"]
     reply = next((t for t in reversed(extra["texts"]) if t.strip()), "")
     if failure is None and extra["errors"]:
         failure, run.outcome = "the model call failed: " + " | ".join(extra["errors"])[:400], "model_error"
@@ -369,7 +374,7 @@ def chart_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------ driver
 
 @contextlib.contextmanager
-def target_for(model: dict[str, Any], context: int, log_dir: Path) -> Iterator[Target]:
+def target_for(model: dict[str, Any], context: int, log_dir: Path, key: str = "live.models") -> Iterator[Target]:
     """The model as OpenCode will reach it: an embedded model behind llama.cpp's own server (built on
     first use, run on loopback with --jinja so the model's own template parses its tool calls), or the
     user's own OpenAI-compatible server (Ollama, vLLM, LM Studio), checked before the first run."""
@@ -388,7 +393,9 @@ def target_for(model: dict[str, Any], context: int, log_dir: Path) -> Iterator[T
         base += "/v1"  # OpenCode talks to Ollama through its OpenAI-compatible endpoint
     from lib.lm import check_reachable
 
-    check_reachable("live", {**model, "provider": "openai-compatible", "api_base": base})
+    check_reachable(key, {"provider": "openai-compatible", "model": model["model"], "api_base": base,
+                          "api_key_env": model.get("api_key_env"), "temperature": 0.0, "max_tokens": 1,
+                          "timeout": 10, "num_retries": 0})
     yield Target(model["model"], base, model["model"], context)
 
 
@@ -401,8 +408,8 @@ def run_all(cfg: dict[str, Any], exported: dict[str, Any], exported_name: str, *
     names = {"opencode_default": DEFAULT_AGENT, "exported": exported_name}
     runs: list[Run] = []
     total = len(cfg["models"]) * len(AGENTS) * len(tasks) * cfg["repeats"]
-    for model in cfg["models"]:
-        with target_for(model, cfg["context_window"], workroot / "logs") as target:
+    for i, model in enumerate(cfg["models"]):
+        with target_for(model, cfg["context_window"], workroot / "logs", f"live.models[{i}]") as target:
             workdir = workroot / re.sub(r"[^A-Za-z0-9_.-]", "_", target.label)
             for agent in AGENTS:
                 for task in tasks:
