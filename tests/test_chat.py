@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -100,7 +101,7 @@ def test_a_call_cut_off_by_max_tokens() -> None:
     r = parse_all(text)
     cut = r["llama.cpp"]
     assert cut.truncated and not cut.error and names(cut) == ["read"]
-    assert json.loads(cut.calls[0].arguments) == {"filePath": "src/a."}
+    assert cut.calls[0].arguments == '{"filePath": "src/a.'  # as written: the server does not close it
     assert r["hermes-2-pro"].calls == [] and r["hermes-2-pro"].text_call
     assert r["strict"].calls == [] and r["strict"].truncated and r["strict"].text_call
 
@@ -116,7 +117,7 @@ def test_function_tags_are_hermes_only() -> None:
 def test_unknown_parser_and_tally() -> None:
     with pytest.raises(UserError, match="strict"):
         chat.parse("x", TOOLS, "ollama")
-    replies = [chat.parse(t, TOOLS, "llama.cpp") for t in (f"<tool_call>{READ}</tool_call>", READ, "hello")]
+    replies = [chat.parse(t, TOOLS, "llama.cpp") for t in (f"<tool_call>\n{READ}\n</tool_call>", READ, "hello")]
     assert chat.tally(replies) == {"replies": 3, "replies_with_calls": 1, "calls": 1, "strict_calls": 1,
                                    "strict_replies": 1, "text_call_replies": 1, "errors": 0, "truncated": 0}
     msg = replies[0].message()
@@ -198,3 +199,36 @@ def test_real_qwen_renders_tools_natively_and_its_reply_parses(qwen_small: objec
                 json.loads(call.arguments)
         assert reply.strict == (bool(reply.calls) and all(c.syntax == "tagged" for c in reply.calls))
     assert chat.load_template(catalog.model_path("qwen2.5-coder-0.5b")).source == tmpl.source
+
+
+# ---------------------------------------------------------------- against llama.cpp's own code
+
+FIXTURES = Path(__file__).parent / "fixtures" / "llama_cpp_chat"
+
+
+def _fixture(name: str) -> dict:
+    return json.loads((FIXTURES / name).read_text(encoding="utf-8"))
+
+
+def _qwen_template() -> chat.ChatTemplate:
+    source = (FIXTURES / _fixture("render.json")["template"]).read_text(encoding="utf-8")
+    return chat.ChatTemplate(source=source, bos_token="<|endoftext|>", eos_token="<|im_end|>")
+
+
+@pytest.mark.parametrize("case", _fixture("render.json")["cases"], ids=lambda c: c["name"])
+def test_rendering_matches_llama_cpp_byte_for_byte(case: dict) -> None:
+    request = case["request"]
+    assert _qwen_template().render(request["messages"], request.get("tools")) == case["prompt"]
+
+
+@pytest.mark.parametrize("case", _fixture("parse.json")["cases"], ids=lambda c: c["name"])
+def test_the_llama_cpp_rule_reads_replies_as_llama_cpp_does(case: dict) -> None:
+    reply = chat.parse(case["text"], _fixture("parse.json")["tools"], "llama.cpp")
+    expected = case["expected"]
+    if "error" in expected:
+        assert reply.error and reply.calls == []
+    else:
+        assert not reply.error
+        assert reply.content == expected["content"]
+        assert [(c.name, c.arguments) for c in reply.calls] == [(c["name"], c["arguments"])
+                                                               for c in expected["tool_calls"]]

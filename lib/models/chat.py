@@ -19,16 +19,22 @@ written as `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`):
 `llama.cpp`: llama.cpp at commit 0c1e57098bba43ac29e6e3b677cdceebdd22334f, the one vendored in
   llama-cpp-python 0.3.36. Qwen2.5's template has no dedicated handler there: the differential
   autoparser (common/chat-auto-parser-generator.cpp, `build_tool_parser_json_native`, and
-  common/chat-peg-parser.cpp, `standard_json_tools` / `build_json_tools_flat_keys`) builds a PEG parser:
-  content is the text before the first `<tool_call>`; then one or more
-  `<tool_call> {"name": "<an offered tool>", "arguments": <JSON>} </tool_call>` blocks (keys in that
-  order; several comma-separated objects in one block are accepted when parallel calls are on),
-  separated by whitespace; then the end of the reply. A bare JSON call, a fenced one or
-  `<function=...>` is plain content. Anything else after the first `<tool_call>` (invalid JSON, a
-  tool that was not offered, text after the calls) fails the parse: the server answers with an error
-  ("The model produced output that does not match the expected format"), reported here as `error`.
-  The parse is lenient at the end of the reply: a call cut off by max_tokens is kept if its name was
-  complete, with its arguments closed (the server's mapper does the same), and reported `truncated`.
+  common/chat-peg-parser.cpp, `standard_json_tools` / `build_json_tools_flat_keys`) builds a PEG parser.
+  Checked case by case against that code (scripts/llama_cpp_chat, tests/fixtures/llama_cpp_chat):
+  - leading whitespace is dropped; content is the text before the first `<tool_call>\n` (the
+    newline is part of the marker: `<tool_call>{...}` is plain content);
+  - then one or more `<tool_call>\n {"name": "<an offered tool>", "arguments": <JSON>} </tool_call>`
+    blocks (exactly these two keys, in this order; several comma-separated objects in one block
+    when parallel calls are on), whitespace between them, then the end of the reply;
+  - the arguments are the object's JSON text as written ("{}" when it is not an object);
+  - a bare JSON call, a fenced one or `<function=...>` is plain content;
+  - anything else after the first marker (invalid JSON, a tool that was not offered, another key,
+    text after the calls) fails: the server answers with an error ("The model produced output that
+    does not match the expected format"), reported here as `error`;
+  - the parse is lenient at the end of the reply (a reply cut off by max_tokens): a call whose name
+    is complete is kept with the arguments as far as they were written ("{" when none were), a call
+    with a cut-off name is dropped, and an unfinished marker at the very end is dropped from the
+    content; reported as `truncated`.
 `hermes-2-pro`: the rule llama.cpp used for this family before the autoparser replaced it
   (`common_chat_parse_hermes_2_pro` in common/chat.cpp, e.g. llama.cpp b6xxx releases of 2025), which
   many deployed servers still run. It searches the reply for
@@ -59,6 +65,7 @@ LLAMA_CPP_COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"  # vendored in lla
 PARSERS = ("llama.cpp", "hermes-2-pro", "strict")
 TEMPLATE_KEY = "tokenizer.chat_template"
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
+AUTOPARSER_OPEN = TOOL_OPEN + "\n"  # llama.cpp's per-call marker for this template, newline included
 
 
 # ---------------------------------------------------------------- rendering
@@ -338,7 +345,11 @@ def _literal(text: str, pos: int, lit: str) -> int:
 
 
 def _autoparser_call(text: str, pos: int, names: list[str] | None) -> tuple[ToolCall, int]:
-    """`{"name": "<tool>", "arguments": <json>}` at pos (llama.cpp's build_json_tools_flat_keys)."""
+    """`{"name": "<tool>", "arguments": <json>}` at pos (llama.cpp's build_json_tools_flat_keys).
+
+    The arguments are the JSON text as the model wrote it when it is an object, "{}" otherwise. A call
+    cut off after its name keeps what was written of the arguments ("{" when none was).
+    """
     pos = _literal(text, pos, "{")
     pos = _skip_ws(text, pos)
     pos = _literal(text, pos, '"name"')
@@ -363,17 +374,16 @@ def _autoparser_call(text: str, pos: int, names: list[str] | None) -> tuple[Tool
         pos = _literal(text, pos, ":")
         pos = _skip_ws(text, pos)
     except _Incomplete:
-        raise _Incomplete(ToolCall(name, "", "tagged")) from None
+        raise _Incomplete(ToolCall(name, "{", "tagged")) from None
     found = _json_at(text, pos)
     if found is None:
-        rest = text[pos:]
+        rest = text[pos:].rstrip()
         if _is_json_prefix(rest):
-            closing = _closers(rest.strip()) or ""
-            raise _Incomplete(ToolCall(name, rest.strip() + closing, "tagged"))
+            raise _Incomplete(ToolCall(name, rest or "{", "tagged"))
         raise _Mismatch("arguments")
-    value, pos = found
-    arguments = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    pos = _skip_ws(text, pos)
+    value, end = found
+    arguments = text[pos:end] if isinstance(value, dict) else "{}"
+    pos = _skip_ws(text, end)
     try:
         pos = _literal(text, pos, "}")
     except _Incomplete:
@@ -381,15 +391,25 @@ def _autoparser_call(text: str, pos: int, names: list[str] | None) -> tuple[Tool
     return ToolCall(name, arguments, "tagged"), pos
 
 
+def _partial_marker(text: str, marker: str) -> int:
+    """Length of the longest end of `text` that is the start of `marker` (0 when none)."""
+    for n in range(min(len(marker) - 1, len(text)), 0, -1):
+        if marker.startswith(text[-n:]):
+            return n
+    return 0
+
+
 def _parse_autoparser(text: str, names: list[str] | None, parallel: bool) -> Reply:
-    start = text.find(TOOL_OPEN)
+    text = text.lstrip()  # the parser allows whitespace after the generation prompt
+    start = text.find(AUTOPARSER_OPEN)
     if start < 0:
-        return Reply("llama.cpp", content=text)
+        cut = _partial_marker(text, AUTOPARSER_OPEN)  # the server would wait for the rest of the marker
+        return Reply("llama.cpp", content=text[:len(text) - cut], truncated=bool(cut))
     calls: list[ToolCall] = []
     pos = start
     try:
         while pos < len(text):
-            pos = _literal(text, pos, TOOL_OPEN)
+            pos = _literal(text, pos, AUTOPARSER_OPEN)
             pos = _skip_ws(text, pos)
             call, pos = _autoparser_call(text, pos, names)
             calls.append(call)
