@@ -430,16 +430,53 @@ def _parse_autoparser(text: str, names: list[str] | None, parallel: bool) -> Rep
     return Reply("llama.cpp", content=text[:start], calls=calls)
 
 
+_HERMES_TAGS = ("<tool_call>", "<function_call>", "<tool>", "<tools>", "<response>", "<json>", "<xml>", "<JSON>")
 _HERMES_OPEN = re.compile(
     r"(?:(```(?:xml|json)?\n\s*)?"
-    r"(<tool_call>|<function_call>|<tool>|<tools>|<response>|<json>|<xml>|<JSON>)?"
+    r"(" + "|".join(_HERMES_TAGS) + r")?"
     r"(\s*\{\s*\"name\"))"
     r"|<function=([^>]+)>"
     r"|<function name=\"([^\"]+)\">")
+_MISSING = object()
+
+
+def _hermes_could_start(s: str) -> bool:
+    """True when `s` (the end of a reply) is the unfinished start of a match of _HERMES_OPEN."""
+    def body(rest: str) -> bool:  # \s* \{ \s* "name"
+        rest = rest.lstrip()
+        if not rest:
+            return True
+        if rest[0] != "{":
+            return False
+        return '"name"'.startswith(rest[1:].lstrip())
+
+    def tagged(rest: str) -> bool:  # (TAG)? body
+        if not rest:
+            return True
+        for tag in _HERMES_TAGS:
+            if tag.startswith(rest) or (rest.startswith(tag) and body(rest[len(tag):])):
+                return True
+        return body(rest)
+
+    for head in ("<function=", '<function name="'):
+        if head.startswith(s) or (s.startswith(head) and (">" if head.endswith("=") else '"') not in s[len(head):]):
+            return True
+    for fence in ("```xml\n", "```json\n", "```\n"):
+        if fence.startswith(s) or (s.startswith(fence) and tagged(s[len(fence):].lstrip())):
+            return True
+    return tagged(s)
+
+
+def _hermes_partial_start(text: str, pos: int) -> int | None:
+    """Where the longest unfinished match at the end of the reply starts (llama.cpp's partial regex match)."""
+    for start in range(pos, len(text)):
+        if _hermes_could_start(text[start:]):
+            return start
+    return None
 
 
 def _dumped_arguments(value: Any) -> str:
-    if value is None:
+    if value is _MISSING:
         return ""
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
@@ -448,8 +485,15 @@ def _parse_hermes(text: str) -> Reply:
     content: list[str] = []
     calls: list[ToolCall] = []
     pos = 0
-    plain = Reply("hermes-2-pro", content=text)  # what any malformed call falls back to
-    while m := _HERMES_OPEN.search(text, pos):
+    plain = Reply("hermes-2-pro", content=text)  # what a malformed call falls back to: no calls at all
+    while True:
+        m = _HERMES_OPEN.search(text, pos)
+        if m is None:
+            cut = _hermes_partial_start(text, pos)
+            if cut is not None:  # an unfinished call marker at the very end is dropped
+                content.append(text[pos:cut])
+                pos = len(text)
+            break
         content.append(text[pos:m.start()])
         fence = "```" if m.group(1) else ""
         if m.group(3):
@@ -457,13 +501,15 @@ def _parse_hermes(text: str) -> Reply:
             close_tag = "</" + open_tag[1:] if open_tag else ""
             found = _json_at(text, _skip_ws(text, m.start(3)))
             if found is None or not isinstance(found[0], dict):
-                return plain  # invalid or cut off: the whole reply is content
+                return plain  # invalid or cut-off JSON
             value, pos = found
             name = value.get("name")
-            if not isinstance(name, str) or not name:
+            if not isinstance(name, str):
+                return Reply("hermes-2-pro", content=text, error=True)  # the server fails on a non-string name
+            if not name:
                 return plain
             syntax = "tagged" if open_tag == TOOL_OPEN else ("other_tag" if open_tag else ("fenced" if fence else "bare"))
-            calls.append(ToolCall(name, _dumped_arguments(value.get("arguments")), syntax))
+            calls.append(ToolCall(name, _dumped_arguments(value.get("arguments", _MISSING)), syntax))
         else:
             name = m.group(4) or m.group(5)
             close_tag = "</function>"

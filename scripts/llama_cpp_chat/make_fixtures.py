@@ -1,12 +1,14 @@
 """Record what llama.cpp's own chat code does with Qwen2.5's template: rendered prompts and parsed replies.
 
-    scripts/llama_cpp_chat/build.sh /tmp/llama-cpp-chat-ref          # once: builds the harness
-    python scripts/llama_cpp_chat/make_fixtures.py /tmp/llama-cpp-chat-ref/harness
+    scripts/llama_cpp_chat/build.sh /tmp/llama-cpp-chat-ref          # once: builds the harnesses
+    scripts/llama_cpp_chat/build_hermes.sh /tmp/llama-cpp-chat-hermes
+    python scripts/llama_cpp_chat/make_fixtures.py /tmp/llama-cpp-chat-ref/harness /tmp/llama-cpp-chat-hermes/harness
 
 Writes tests/fixtures/llama_cpp_chat/: the template (as llama.cpp ships it in models/templates, the
 same text as the Qwen2.5-Coder GGUFs' tokenizer.chat_template), render.json (requests and the exact
 prompt llama.cpp renders) and parse.json (replies and the message llama.cpp's server would return,
-or its error). tests/test_chat.py checks lib.models.chat against them.
+or its error: `expected` from the current llama.cpp, `expected_hermes` from the one before the
+autoparser, whose Hermes 2 Pro rule handled this template). tests/test_chat.py checks lib.models.chat against them.
 """
 from __future__ import annotations
 
@@ -88,6 +90,21 @@ REPLIES = {
     "truncated_open_nl": "Sure.\n<tool_call>\n",
     "trailing_lt": "abc <",
     "trailing_lt_t": "abc <t",
+    "inv_trailing_comma": '<tool_call>\n{"name": "read", "arguments": {"filePath": "a.py",}}\n</tool_call>',
+    "inv_single_quotes": "<tool_call>\n{\"name\": \"read\", \"arguments\": {'filePath': 'a.py'}}\n</tool_call>",
+    "inv_missing_comma": '<tool_call>\n{"name": "read" "arguments": {}}\n</tool_call>',
+    "inv_extra_brace": '<tool_call>\n{"name": "read", "arguments": {"a": 1}}}\n</tool_call>',
+    "inv_bare_unquoted": '{"name": "read", "arguments": {filePath: a.py}}',
+    "inv_python_true": '<tool_call>\n{"name": "read", "arguments": {"a": True}}\n</tool_call>',
+    "bare_then_text": '{"name": "read", "arguments": {"a": 1}} and more text',
+    "two_bare": '{"name": "read", "arguments": {}}\n{"name": "bash", "arguments": {}}',
+    "name_not_string": '<tool_call>\n{"name": 5, "arguments": {}}\n</tool_call>',
+    "missing_args": '<tool_call>\n{"name": "read"}\n</tool_call>',
+    "text_brace_end": "see this {",
+    "text_brace_name_end": 'see this {"na',
+    "fence_end": "code:\n```js",
+    "function_name_attr": '<function name="read">{"filePath": "a.py"}</function> ok',
+    "other_tag": '<tools>{"name": "read", "arguments": {"a": 1}}</tools>',
 }
 PARSE_TOOLS = [{"type": "function", "function": {
     "name": n, "description": f"the {n} tool",
@@ -132,20 +149,23 @@ def run(harness: str, template: Path, request: dict, mode: str, reply: str | Non
 
 
 def main() -> None:
-    harness = sys.argv[1]
+    harness, hermes = sys.argv[1], sys.argv[2]
     work = Path(harness).parent
     commit = (work / "llama_cpp_commit").read_text().strip()
     source = next(work.glob("llama_cpp_python-*/vendor/llama.cpp/models/templates")) / TEMPLATE
     OUT.mkdir(parents=True, exist_ok=True)
     template = OUT / TEMPLATE
     template.write_bytes(source.read_bytes())
-    renders = [{"name": k, "request": v, "prompt": run(harness, template, v, "render")}
-               for k, v in render_requests().items()]
+    renders = [{"name": k, "request": v, "prompt": run(harness, template, v, "render"),
+                "prompt_hermes": run(hermes, template, v, "render")} for k, v in render_requests().items()]
     parses = []
     request = {"messages": [{"role": "user", "content": "hi"}], "tools": PARSE_TOOLS}
     for name, text in REPLIES.items():
-        parses.append({"name": name, "text": text, "expected": json.loads(run(harness, template, request, "parse", text))})
-    meta = {"llama_cpp_commit": commit, "template": TEMPLATE,
+        parses.append({"name": name, "text": text,
+                       "expected": json.loads(run(harness, template, request, "parse", text)),
+                       "expected_hermes": json.loads(run(hermes, template, request, "parse", text))})
+    hermes_commit = (Path(hermes).parent / "llama_cpp_commit").read_text().strip()
+    meta = {"llama_cpp_commit": commit, "hermes_llama_cpp_commit": hermes_commit, "template": TEMPLATE,
             "note": "recorded by scripts/llama_cpp_chat/make_fixtures.py with llama.cpp's own chat code"}
     (OUT / "render.json").write_text(json.dumps({**meta, "cases": renders}, ensure_ascii=False, indent=1) + "\n",
                                      encoding="utf-8")
