@@ -589,3 +589,35 @@ def tally(replies: Iterable[Reply]) -> dict[str, int]:
         out["errors"] += r.error
         out["truncated"] += r.truncated
     return out
+
+
+# ---------------------------------------------------------------- one call, as a server would answer it
+
+def chat_completion(llama: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, *,
+                    parser: str = "llama.cpp", max_tokens: int | None = None, template: ChatTemplate | None = None,
+                    **sampling: Any) -> dict[str, Any]:
+    """An OpenAI chat.completion dict for a request to a loaded llama_cpp.Llama, in the model's native format.
+
+    The prompt is the model's own template (tools included); the raw completion is read with `parser`.
+    The result carries `prompt` (the text sent) and `parse` (the raw text and the Reply's flags) beside
+    the usual fields. A reply the server would reject (`error`) comes back as plain content with
+    `finish_reason: "error"`.
+    """
+    template = template or template_from_llama(llama)
+    prompt = template.render(messages, tools)
+    out = llama.create_completion(prompt=prompt, max_tokens=max_tokens, **sampling)
+    choice = out["choices"][0]
+    text = choice["text"]
+    reply = parse(text, tools if tools else None, parser) if tools else Reply(parser, content=text)
+    if reply.error:
+        finish = "error"
+    elif reply.calls and not reply.truncated:
+        finish = "tool_calls"
+    else:
+        finish = choice.get("finish_reason") or "stop"
+    message = reply.message() if not reply.error else {"role": "assistant", "content": text}
+    return {"object": "chat.completion", "model": out.get("model", ""), "prompt": prompt,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": out.get("usage", {}),
+            "parse": {"parser": parser, "text": text, "calls": len(reply.calls), "strict": reply.strict,
+                      "text_call": reply.text_call, "error": reply.error, "truncated": reply.truncated}}
