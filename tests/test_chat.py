@@ -293,3 +293,10 @@ def test_chat_completion_answers_like_a_server() -> None:
                                 parser="hermes-2-pro")["choices"][0]["finish_reason"] == "tool_calls"
     broken = chat.chat_completion(FakeLlama(f"<tool_call>\n{READ}\n</tool_call> done"), [{"role": "user", "content": "x"}], TOOLS)
     assert broken["choices"][0]["finish_reason"] == "error" and broken["parse"]["error"]
+
+
+def test_a_call_written_as_text_is_seen_even_when_cut_off() -> None:
+    cut = '```json\n{\n  "name": "bash",\n  "arguments": {\n    "command": "cat hello.py",\n   '
+    assert chat.holds_call_text(cut)
+    assert not chat.holds_call_text('The config has {"name": "demo", "version": 2} in it.')
+    assert chat.parse(cut, TOOLS, "llama.cpp").text_call and chat.parse(cut, TOOLS, "strict").text_call

@@ -561,11 +561,13 @@ def _parse_strict(text: str) -> Reply:
 
 
 _CALL_MARKERS = (TOOL_OPEN, "<function=", "<function name=")
+_CALL_START = re.compile(r'\{\s*"name"\s*:\s*"[^"\n]*"\s*,\s*"(?:arguments|parameters)"\s*:')
 
 
 def holds_call_text(content: str) -> bool:
-    """True when text holds a call: a tool-call tag, or a JSON object with "name" and "arguments"/"parameters"."""
-    if any(marker in content for marker in _CALL_MARKERS):
+    """True when text holds a call: a tool-call tag, a JSON object with "name" and "arguments"/"parameters",
+    or the start of one (`{"name": "...", "arguments":`, also when cut off)."""
+    if any(marker in content for marker in _CALL_MARKERS) or _CALL_START.search(content):
         return True
     for m in re.finditer(r"\{", content):
         found = _json_at(content, m.start())
