@@ -286,43 +286,119 @@ def _json_at(text: str, pos: int) -> tuple[Any, int] | None:
         return None
 
 
-def _closers(prefix: str) -> str | None:
-    """The brackets and quote that close a cut-off JSON text, or None when it is not a JSON prefix."""
-    stack: list[str] = []
-    in_string = escaped = False
-    for ch in prefix:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "{[":
-            stack.append("}" if ch == "{" else "]")
-        elif ch in "}]":
-            if not stack or stack.pop() != ch:
-                return None
-    return ('"' if in_string else "") + "".join(reversed(stack))
+class _EndOfInput(Exception):
+    """The JSON text stopped where more would have made it valid; `cut` drops an unfinished escape."""
+
+    def __init__(self, cut: int | None = None) -> None:
+        self.cut = cut
 
 
-def _is_json_prefix(fragment: str) -> bool:
-    """True when `fragment` could be the start of a valid JSON value (what was cut off by max_tokens)."""
-    s = fragment.strip()
-    if not s:
-        return True
-    closing = _closers(s)
-    if closing is None:
-        return False
-    for tail in ("", "null", '"":null', ":null", "0"):
-        try:
-            json.loads(s + tail + closing)
-            return True
-        except ValueError:
-            pass
-    return s.rstrip().endswith(",") and _is_json_prefix(s.rstrip()[:-1])
+class _BadJson(Exception):
+    pass
+
+
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+class _PrefixReader:
+    """Reads one JSON value and tells a valid but unfinished text (cut off by max_tokens) from invalid JSON."""
+
+    def __init__(self, text: str) -> None:
+        self.s, self.i = text, 0
+
+    def peek(self) -> str:
+        if self.i >= len(self.s):
+            raise _EndOfInput()
+        return self.s[self.i]
+
+    def ws(self) -> None:
+        while self.i < len(self.s) and self.s[self.i] in " \t\n\r":
+            self.i += 1
+
+    def expect(self, ch: str) -> None:
+        if self.peek() != ch:
+            raise _BadJson(ch)
+        self.i += 1
+
+    def value(self) -> None:
+        self.ws()
+        c = self.peek()
+        if c in "{[":
+            close = "}" if c == "{" else "]"
+            self.i += 1
+            self.ws()
+            if self.peek() == close:
+                self.i += 1
+                return
+            while True:
+                if c == "{":
+                    self.ws()
+                    self.string()
+                    self.ws()
+                    self.expect(":")
+                self.value()
+                self.ws()
+                if self.peek() == ",":
+                    self.i += 1
+                    continue
+                self.expect(close)
+                return
+        if c == '"':
+            self.string()
+        elif c in "tfn":
+            word = {"t": "true", "f": "false", "n": "null"}[c]
+            for expected in word:
+                if self.peek() != expected:
+                    raise _BadJson(word)
+                self.i += 1
+        elif c == "-" or c.isdigit():
+            start = self.i
+            while self.i < len(self.s) and self.s[self.i] in "0123456789+-.eE":
+                self.i += 1
+            if self.i >= len(self.s):
+                raise _EndOfInput()
+            if not _NUMBER.fullmatch(self.s[start:self.i]):
+                raise _BadJson("number")
+        else:
+            raise _BadJson(c)
+
+    def string(self) -> None:
+        self.expect('"')
+        while True:
+            c = self.peek()
+            self.i += 1
+            if c == '"':
+                return
+            if c == "\\":
+                start = self.i - 1
+                try:
+                    e = self.peek()
+                    self.i += 1
+                    if e == "u":
+                        for _ in range(4):
+                            if self.peek() not in "0123456789abcdefABCDEF":
+                                raise _BadJson("escape")
+                            self.i += 1
+                    elif e not in '"\\/bfnrt':
+                        raise _BadJson("escape")
+                except _EndOfInput:
+                    raise _EndOfInput(cut=start) from None
+            elif ord(c) < 0x20:
+                raise _BadJson("control character")
+
+
+def _json_prefix(fragment: str) -> str | None:
+    """`fragment` as far as a server keeps it when it is the start of a JSON value cut off at the end of
+    the reply (trailing whitespace and an unfinished escape dropped); None when it is invalid JSON."""
+    reader = _PrefixReader(fragment)
+    try:
+        reader.value()
+    except _EndOfInput as end:
+        kept = fragment if end.cut is None else fragment[:end.cut]
+        return kept.rstrip()
+    except _BadJson:
+        return None
+    return None  # a complete value: not a cut-off one
 
 
 class _Incomplete(Exception):
@@ -377,10 +453,10 @@ def _autoparser_call(text: str, pos: int, names: list[str] | None) -> tuple[Tool
         raise _Incomplete(ToolCall(name, "{", "tagged")) from None
     found = _json_at(text, pos)
     if found is None:
-        rest = text[pos:].rstrip()
-        if _is_json_prefix(rest):
-            raise _Incomplete(ToolCall(name, rest or "{", "tagged"))
-        raise _Mismatch("arguments")
+        kept = _json_prefix(text[pos:])
+        if kept is None:
+            raise _Mismatch("arguments")
+        raise _Incomplete(ToolCall(name, kept or "{", "tagged"))
     value, end = found
     arguments = text[pos:end] if isinstance(value, dict) else "{}"
     pos = _skip_ws(text, end)
@@ -515,7 +591,7 @@ def _parse_hermes(text: str) -> Reply:
             close_tag = "</function>"
             found = _json_at(text, _skip_ws(text, m.end()))
             if found is None:
-                if _is_json_prefix(text[m.end():]):
+                if _json_prefix(text[m.end():]) is not None:
                     return plain  # cut off inside the arguments
                 pos = m.end()  # not JSON: the tag is dropped, the search goes on
                 continue
