@@ -517,30 +517,32 @@ _MISSING = object()
 
 
 def _hermes_could_start(s: str) -> bool:
-    """True when `s` (the end of a reply) is the unfinished start of a match of _HERMES_OPEN."""
-    def body(rest: str) -> bool:  # \s* \{ \s* "name"
-        rest = rest.lstrip()
-        if not rest:
-            return True
-        if rest[0] != "{":
-            return False
-        return '"name"'.startswith(rest[1:].lstrip())
+    """True when `s` (the end of a reply) counts as the unfinished start of a call for that server.
 
-    def tagged(rest: str) -> bool:  # (TAG)? body
-        if not rest:
+    Its partial match (common/regex-partial.cpp) reverses the regex's first alternative and makes
+    every element optional: the end of the reply may be a piece of a fence, then a piece of a tag,
+    then a piece of `{"name"` (each possibly empty). The `<function=` alternatives never take part:
+    the first alternative matches an empty end first.
+    """
+    def fence_piece(part: str) -> bool:
+        return any(head.startswith(part) or (part.startswith(head) and part[len(head):].isspace())
+                   for head in ("```xml\n", "```json\n", "```\n"))
+
+    def body_piece(part: str) -> bool:  # \s* \{ \s* "name"
+        part = part.lstrip()
+        if not part:
             return True
-        for tag in _HERMES_TAGS:
-            if tag.startswith(rest) or (rest.startswith(tag) and body(rest[len(tag):])):
+        return part[0] == "{" and '"name"'.startswith(part[1:].lstrip())
+
+    for i in range(len(s) + 1):
+        if i and not fence_piece(s[:i]):
+            break
+        for j in range(i, len(s) + 1):
+            if j > i and not any(tag.startswith(s[i:j]) for tag in _HERMES_TAGS):
+                break
+            if body_piece(s[j:]):
                 return True
-        return body(rest)
-
-    for head in ("<function=", '<function name="'):
-        if head.startswith(s) or (s.startswith(head) and (">" if head.endswith("=") else '"') not in s[len(head):]):
-            return True
-    for fence in ("```xml\n", "```json\n", "```\n"):
-        if fence.startswith(s) or (s.startswith(fence) and tagged(s[len(fence):].lstrip())):
-            return True
-    return tagged(s)
+    return False
 
 
 def _hermes_partial_start(text: str, pos: int) -> int | None:
@@ -557,11 +559,28 @@ def _dumped_arguments(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _hermes_json_at(text: str, pos: int) -> tuple[Any, int] | None:
+    """A JSON value at pos as that server's reader takes it: its reader also fails when the next token
+    after the value starts a literal, a string or a negative number (`{...} then` is not a call)."""
+    found = _json_at(text, _skip_ws(text, pos))
+    if found is None:
+        return None
+    after = text[found[1]:].lstrip(" \t\n\r")
+    if after[:1] and after[0] in 'tfn"-':
+        return None
+    return found
+
+
 def _parse_hermes(text: str) -> Reply:
     content: list[str] = []
     calls: list[ToolCall] = []
     pos = 0
-    plain = Reply("hermes-2-pro", content=text)  # what a malformed call falls back to: no calls at all
+
+    def plain() -> Reply:
+        # A malformed call: no calls at all, the whole reply as content. That server keeps what it had
+        # already added (the text before each call it found), so that text appears twice.
+        return Reply("hermes-2-pro", content="".join(content) + text)
+
     while True:
         m = _HERMES_OPEN.search(text, pos)
         if m is None:
@@ -575,35 +594,36 @@ def _parse_hermes(text: str) -> Reply:
         if m.group(3):
             open_tag = m.group(2) or ""
             close_tag = "</" + open_tag[1:] if open_tag else ""
-            found = _json_at(text, _skip_ws(text, m.start(3)))
+            found = _hermes_json_at(text, m.start(3))
             if found is None or not isinstance(found[0], dict):
-                return plain  # invalid or cut-off JSON
+                return plain()  # invalid or cut-off JSON
             value, pos = found
             name = value.get("name")
             if not isinstance(name, str):
                 return Reply("hermes-2-pro", content=text, error=True)  # the server fails on a non-string name
             if not name:
-                return plain
+                return plain()
             syntax = "tagged" if open_tag == TOOL_OPEN else ("other_tag" if open_tag else ("fenced" if fence else "bare"))
             calls.append(ToolCall(name, _dumped_arguments(value.get("arguments", _MISSING)), syntax))
         else:
             name = m.group(4) or m.group(5)
             close_tag = "</function>"
-            found = _json_at(text, _skip_ws(text, m.end()))
+            found = _hermes_json_at(text, m.end())
             if found is None:
-                if _json_prefix(text[m.end():]) is not None:
-                    return plain  # cut off inside the arguments
+                rest = text[_skip_ws(text, m.end()):]
+                if rest[:1] in ("{", "[") and _json_prefix(rest) is not None:
+                    return plain()  # cut off inside the arguments
                 pos = m.end()  # not JSON: the tag is dropped, the search goes on
                 continue
             value, pos = found
             calls.append(ToolCall(name, _dumped_arguments(value), "function_tag"))
         pos = _skip_ws(text, pos)
         if not text.startswith(close_tag, pos):
-            return plain
+            return plain()
         pos = _skip_ws(text, pos + len(close_tag))
         if fence:
             if not text.startswith(fence, pos):
-                return plain
+                return plain()
             pos = _skip_ws(text, pos + len(fence))
     content.append(text[pos:])
     return Reply("hermes-2-pro", content="".join(content), calls=calls)
