@@ -36,13 +36,16 @@ written as `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`):
     with a cut-off name is dropped, and an unfinished marker at the very end is dropped from the
     content; reported as `truncated`.
 `hermes-2-pro`: the rule llama.cpp used for this family before the autoparser replaced it
-  (`common_chat_parse_hermes_2_pro` in common/chat.cpp, e.g. llama.cpp b6xxx releases of 2025), which
-  many deployed servers still run. It searches the reply for
+  (`common_chat_parse_hermes_2_pro` in common/chat.cpp), which servers built in 2025 still run. It searches the reply for
   ```` (```(xml|json)?\\n)? (<tool_call>|<function_call>|<tool>|<tools>|<response>|<json>|<xml>|<JSON>)? {"name" ````
   or `<function=NAME>` / `<function name="NAME">` followed by JSON arguments: so a bare
   `{"name": ..., "arguments": ...}` object, with or without tags or a ```json fence, is a call, as
   are several in a row; text around them is content. Any malformed call (invalid or cut-off JSON, a
-  missing closing tag) turns the whole reply into plain content with no calls.
+  missing closing tag) turns the whole reply into plain content with no calls. Checked against that
+  code as vendored in llama-cpp-python 0.3.16 (llama.cpp 4227c9be4268ac844921b90f31595f81236bd317):
+  the recorded fixtures all match, and random mixes of call pieces match but for some of its JSON
+  "healing" errors on malformed arguments after `<function=...>` (scripts/llama_cpp_chat/compare_random.py;
+  1,300 random replies: 0 differences for `llama.cpp`, 4 for this rule).
 `strict`: only the template's own syntax: `<tool_call>` + one JSON object with a string "name" and
   "arguments" + `</tool_call>`; each block on its own, text around them is content.
 
