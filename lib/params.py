@@ -142,6 +142,11 @@ def _check_semantics(p: dict[str, Any]) -> list[str]:
     for i, m in enumerate(p["live"]["models"]):
         role = f"live.models[{i}]"
         if m["provider"] == "local":
+            from lib.models import catalog  # the embedded models this project can assemble
+
+            if m.get("model") and m["model"] not in catalog.names():
+                problems.append(f"{role}.model: unknown embedded model {m['model']!r}; choose one of "
+                                f"{', '.join(catalog.names())}, or give model_path: a GGUF file")
             if bool(m.get("model")) == bool(m.get("model_path")):
                 problems.append(f"{role}: provider local takes either model (a catalog name, e.g. "
                                 f"qwen2.5-coder-0.5b) or model_path (a GGUF file), not both or neither")

@@ -58,13 +58,6 @@ def test_an_answer_counts_only_as_a_whole_word() -> None:
     assert live.contains_answer("MAX_RETRIES is 17.", "17")
 
 
-def test_calls_written_as_text_are_recognized() -> None:
-    assert live.looks_like_call('{"name": "read", "arguments": {"filePath": "a.py"}}')
-    assert live.looks_like_call("<tool_call>\n{...}\n</tool_call>")
-    assert not live.looks_like_call("I read the file and the answer is 17.")
-    assert not live.looks_like_call('{"name": "x"}')  # a name without arguments is data, not a call
-
-
 def test_both_agents_get_the_same_step_cap_and_sampling_and_only_the_export_differs() -> None:
     exported = {"description": "d", "mode": "primary", "model": "local/other", "temperature": 0.0,
                 "prompt": "You are a careful agent.", "tools": {"skill": False},
@@ -168,3 +161,12 @@ def test_the_stage_runs_real_opencode_on_the_embedded_coder(tmp_path: Path) -> N
     rates = [entry[a]["completion_rate"] for a in live.AGENTS]
     assert max(rates) >= 0.5 and all(0 <= r <= 0.5 for r in rates)  # cannot-pass is half of each agent's runs
     assert (project / "metrics" / "live.svg").read_text().startswith("<svg")
+
+
+def test_the_usage_guide_line_quotes_rates_and_ci() -> None:
+    runs = [_run("a", "opencode_default", False), _run("a", "exported", True),
+            _run("b", "opencode_default", False), _run("b", "exported", False)]
+    (line,) = live.summary_lines({"enabled": True, "models": live.summarize(runs)})
+    assert "50% of the time with this agent and 0% with OpenCode's default" in line
+    assert "2 paired runs; difference +0.50, 95% CI" in line
+    assert live.summary_lines({"enabled": False, "models": {}}) == []

@@ -34,6 +34,7 @@ import yaml
 
 from lib.errors import UserError
 from lib.evaluate import paired_bootstrap_ci
+from lib.models.chat import holds_call_text
 from lib.opencode import safety
 from lib.schema import schema_errors
 from lib.session import STATUS_ERROR, Session
@@ -191,15 +192,6 @@ def _words(prompt: str) -> list[str]:
     return prompt.split()
 
 
-# A tool call written as text: the template's tags, or a bare JSON object with a name and arguments.
-_TEXT_CALL = re.compile(r"<tool_call>|<function=|\{\s*\"name\"\s*:\s*\"[\w.-]+\"\s*,\s*\"(arguments|parameters)\"\s*:")
-
-
-def looks_like_call(text: str) -> bool:
-    """A reply that holds a tool call as text (which reached OpenCode unparsed, so never ran)."""
-    return bool(_TEXT_CALL.search(text or ""))
-
-
 def contains_answer(reply: str, answer: str) -> bool:
     """The expected answer as a whole word (so "4" is not found in "14")."""
     return re.search(rf"(?<![\w.]){re.escape(answer)}(?!\w|\.\d)", reply or "") is not None
@@ -297,7 +289,7 @@ def run_task(task: Task, agent: str, agent_name: str, target: Target, repeat: in
     run.invalid_calls = sum(a.tool not in known_tools or (a.status == STATUS_ERROR and _refused(a.result))
                             for a in actions)
     run.destructive_calls = sum(safety.destructive(a.tool, a.args, str(repo)) is not None for a in actions)
-    run.text_calls = sum(looks_like_call(t) for t in extra["texts"])
+    run.text_calls = sum(holds_call_text(t) for t in extra["texts"])
     run.steps, run.prompt_tokens, run.completion_tokens = extra["steps"], extra["prompt_tokens"], extra["completion_tokens"]
     reply = next((t for t in reversed(extra["texts"]) if t.strip()), "")
     if failure is None and extra["errors"]:
@@ -421,3 +413,19 @@ def run_all(cfg: dict[str, Any], exported: dict[str, Any], exported_name: str, *
                         log(f"live [{len(runs)}/{total}] {target.label} {agent} {task.id}#{repeat}: {run.outcome}, "
                             f"{run.tool_calls} call(s), {run.steps} step(s), {run.wall_s:.0f} s")
     return runs
+
+
+def summary_lines(report: dict[str, Any]) -> list[str]:
+    """The live result in a sentence per model, for the usage guide; [] when the stage did not run."""
+    lines = []
+    for model, entry in sorted((report or {}).get("models", {}).items()):
+        d, e, diff = entry.get("opencode_default"), entry.get("exported"), entry.get("difference")
+        if not (d and e and diff):
+            continue
+        lo, hi = diff["ci95"]
+        lines.append(f"Inside real OpenCode on {model}, the scripted tasks were finished "
+                     f"{e['completion_rate']:.0%} of the time with this agent and {d['completion_rate']:.0%} with "
+                     f"OpenCode's default agent ({diff['paired']} paired runs; difference {diff['absolute']:+.2f}, "
+                     f"95% CI {lo:+.2f}..{hi:+.2f}; runs where the model printed a call as text instead of making "
+                     f"it: {e['runs_with_text_calls']} vs {d['runs_with_text_calls']}).")
+    return lines
