@@ -1,8 +1,8 @@
 """Per-input demos (optimizer knn) against the fixed labeled demos, on the test split.
 
-    python bench/knn.py                                   # params.yaml settings (k and fields chosen on val)
-    python bench/knn.py --set 'optimization.knn.k=[3]' --set 'optimization.knn.fields=[[task]]'
-    python bench/knn.py --labeled metrics/optimized_examples.json   # labeled side from a labeled run's records
+    python -m bench.knn                                   # params.yaml settings (k and fields chosen on val)
+    python -m bench.knn --set 'optimization.knn.k=[3]' --set 'optimization.knn.fields=[[task]]'
+    python -m bench.knn --labeled metrics/optimized_examples.json   # labeled side from a labeled run's records
 
 Run `dvc repro split` first. Both programs are scored on the whole test split with the params'
 student; the table gives the composite and every component, and the paired bootstrap 95% CI of
@@ -17,14 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import params as P  # noqa: E402
-from lib.agent import Agent  # noqa: E402
-from lib.evaluate import evaluate, paired_bootstrap_ci  # noqa: E402
-from lib.metric import Metric  # noqa: E402
-from lib.optimize import optimize  # noqa: E402
-from lib.runtime import load_examples, load_rows, start  # noqa: E402
+from lib.config import params as P
+from lib.program.agent import Agent
+from lib.scoring.evaluate import evaluate, paired_bootstrap_ci
+from lib.scoring.metric import Metric
+from lib.optimize.optimizers import optimize
+from lib.program.runtime import load_examples, load_rows, start
 
 COMPONENTS = ("tool_validity", "plan_coherence", "first_action", "reasoning_quality", "efficiency")
 

@@ -1,8 +1,8 @@
 """Benchmark every optimizer on the current splits and print a comparison table.
 
-    python bench/optimizers.py                          # all optimizers, params.yaml settings
-    python bench/optimizers.py labeled bootstrap        # a subset
-    python bench/optimizers.py --set optimization.max_train_examples=30 copro
+    python -m bench.optimizers                          # all optimizers, params.yaml settings
+    python -m bench.optimizers labeled bootstrap        # a subset
+    python -m bench.optimizers --set optimization.max_train_examples=30 copro
 
 Run `dvc repro split` first. Each optimizer is compiled from scratch and scored on the full test
 split against the same baseline; the model cache makes repeated calls free, so "calls" counts only
@@ -11,18 +11,15 @@ calls that were really made in this run.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import params as P  # noqa: E402
-from lib.agent import Agent  # noqa: E402
-from lib.evaluate import evaluate, improvement  # noqa: E402
-from lib.metric import Metric  # noqa: E402
-from lib.optimize import OPTIMIZERS, optimize  # noqa: E402
-from lib.runtime import load_examples, load_rows, start  # noqa: E402
+from lib.config import params as P
+from lib.program.agent import Agent
+from lib.scoring.evaluate import evaluate, improvement
+from lib.scoring.metric import Metric
+from lib.optimize.optimizers import OPTIMIZERS, optimize
+from lib.program.runtime import load_examples, load_rows, start
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Replay benchmark: the sample test steps as OpenCode sends them, for several ways of shipping the agent.
 
-    python bench/replay.py [--steps 20] [--only default,text,turns,used_tools]
+    python -m bench.replay [--steps 20] [--only default,text,turns,used_tools]
 
 Rows: OpenCode's default prompt; the exported agent with its worked examples as text in the system
 prompt (what the agent config ships); the same examples as earlier chat turns (what a plugin could
@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import dspy  # noqa: E402
+import dspy
 
-from lib import lm as L  # noqa: E402
-from lib import params as P  # noqa: E402
-from lib import toolcalls  # noqa: E402
-from lib.opencode import render  # noqa: E402
-from lib.opencode import replay as R  # noqa: E402
-from lib.opencode.export import agent_prompt, export_settings, load_program, read_json  # noqa: E402
-from lib.runtime import load_rows  # noqa: E402
+from lib.models import lm as L
+from lib.config import params as P
+from lib.models import toolcalls
+from lib.opencode import render
+from lib.opencode import replay as R
+from lib.opencode.agent import agent_prompt, export_settings, load_program, read_json
+from lib.program.runtime import load_rows
 
 
 def main() -> None:

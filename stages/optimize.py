@@ -9,16 +9,16 @@ import json
 
 import dspy
 
-from lib import params as P
-from lib.agent import Agent
-from lib.errors import run_stage
-from lib.evaluate import evaluate, improvement
-from lib.files import write_json
-from lib.metric import Metric
-from lib.agent import to_example
-from lib.opencode.selection import deployed_selection
-from lib.optimize import optimize
-from lib.runtime import load_rows, save_program, start, usage_report
+from lib.config import params as P
+from lib.program.agent import Agent
+from lib.core.errors import run_stage
+from lib.scoring.evaluate import evaluate, improvement
+from lib.core.files import write_json
+from lib.scoring.metric import Metric
+from lib.program.agent import to_example
+from lib.optimize.selection import deployed_selection
+from lib.optimize.optimizers import optimize
+from lib.program.runtime import load_rows, save_program, start, usage_report
 
 
 def main() -> None:

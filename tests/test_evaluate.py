@@ -1,4 +1,4 @@
-"""lib/evaluate.py directly: scoring with the embedded model (one thread and several), failed examples
+"""lib/scoring/evaluate.py directly: scoring with the embedded model (one thread and several), failed examples
 against a real failing server, the paired bootstrap CI, `improvement` (zero baseline, failed pairs),
 and the progress display off a terminal."""
 from __future__ import annotations
@@ -10,12 +10,12 @@ import dspy
 import pytest
 
 from helpers import Loopback, completion, error
-from lib import lm as L
-from lib.agent import Agent, CompactJSONAdapter
-from lib.errors import UserError
-from lib.evaluate import Failed, attempt, evaluate, improvement, paired_bootstrap_ci, summarize
-from lib.metric import Metric
-from lib.runtime import Progress
+from lib.models import lm as L
+from lib.program.agent import Agent, CompactJSONAdapter
+from lib.core.errors import UserError
+from lib.scoring.evaluate import Failed, attempt, evaluate, improvement, paired_bootstrap_ci, summarize
+from lib.scoring.metric import Metric
+from lib.program.runtime import Progress
 
 METRIC = Metric({"tool_validity": 3, "plan_coherence": 2, "first_action": 2, "reasoning_quality": 1, "efficiency": 1})
 

@@ -20,11 +20,11 @@ import yaml
 
 from conftest import _free_port
 from helpers import HANG, Loopback, completion, error, make_project, read_jsonl, run_data_stages, run_stage
-from lib import lm as L
-from lib.agent import Agent, CompactJSONAdapter
-from lib.errors import UserError
-from lib.evaluate import evaluate
-from lib.metric import Metric
+from lib.models import lm as L
+from lib.program.agent import Agent, CompactJSONAdapter
+from lib.core.errors import UserError
+from lib.scoring.evaluate import evaluate
+from lib.scoring.metric import Metric
 
 pytestmark = pytest.mark.timeout(600)
 

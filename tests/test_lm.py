@@ -1,4 +1,4 @@
-"""lib/lm.py: provider mapping, keys, reachability, ledger and budget, the embedded model, a real server."""
+"""lib/models/lm.py: provider mapping, keys, reachability, ledger and budget, the embedded model, a real server."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import dspy
 import pytest
 
-from lib import lm as L
-from lib.errors import UserError
+from lib.models import lm as L
+from lib.core.errors import UserError
 
 
 def cfg(provider: str, model: str = "m", api_base: str | None = None, api_key_env: str | None = None,

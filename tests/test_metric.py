@@ -11,9 +11,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network for 
 import dspy  # noqa: E402
 import pytest  # noqa: E402
 
-from lib.agent import to_example  # noqa: E402
-from lib.metric import COMPONENTS, Metric, arg_similarity, components, composite, lcs_length  # noqa: E402
-from lib.tools import DEFAULT_TOOLS  # noqa: E402
+from lib.program.agent import to_example  # noqa: E402
+from lib.scoring.metric import COMPONENTS, Metric, arg_similarity, components, composite, lcs_length  # noqa: E402
+from lib.tools.facts import DEFAULT_TOOLS  # noqa: E402
 
 WEIGHTS = {"tool_validity": 3, "plan_coherence": 2, "first_action": 2, "reasoning_quality": 1, "efficiency": 1}
 TOOLS = list(DEFAULT_TOOLS)

@@ -1,4 +1,4 @@
-"""Every optimizer, once, on the embedded model, through lib.optimize.optimize as the optimize stage
+"""Every optimizer, once, on the embedded model, through lib.optimize.optimizers.optimize as the optimize stage
 calls it: real teacher and student calls, a tiny budget (2 train / 2 val examples, smallest settings).
 
 Each run checks that the optimizer ran with the teacher where it has one, that no call failed, and that
@@ -12,12 +12,12 @@ import dspy
 import pytest
 
 from helpers import make_project, read_jsonl, run_data_stages, shipped_params
-from lib import lm as L
-from lib.agent import Agent, CompactJSONAdapter, to_example
-from lib.metric import Metric
-from lib.optimize import OPTIMIZERS, optimize
-from lib.params import ParamsError, validate
-from lib.runtime import save_program
+from lib.models import lm as L
+from lib.program.agent import Agent, CompactJSONAdapter, to_example
+from lib.scoring.metric import Metric
+from lib.optimize.optimizers import OPTIMIZERS, optimize
+from lib.config.params import ParamsError, validate
+from lib.program.runtime import save_program
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -16,11 +16,12 @@ import yaml
 
 from conftest import _free_port
 from helpers import make_project, read_jsonl, run_data_stages, run_stage
-from lib import lm as L
-from lib import toolcalls
-from lib.agent import Agent, to_example
+from lib.models import lm as L
+from lib.models import toolcalls
+from lib.program.agent import Agent, to_example
 from lib.opencode import replay as R
-from lib.opencode import safety, shape
+from lib.opencode import safety
+from lib.tools import shape
 
 pytestmark = pytest.mark.timeout(900)
 

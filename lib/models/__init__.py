@@ -1,1 +1,1 @@
-"""Models: the embedded llama.cpp engine (its build and the proof that it runs here)."""
+"""Models: the embedded llama.cpp engine (its build and the proof that it runs here), settings, reachability, the answer cache, the usage ledger, the accounted LM and tool calling. Must not import lib.program, lib.scoring, lib.opencode, lib.optimize, lib.export, lib.cli."""

@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from lib.agent import INTERNAL_TOOLS, parse_action, parse_plan
-from lib.opencode import shape
-from lib.redact import Redactor
-from lib.tools import guidance_line
+from lib.program.agent import INTERNAL_TOOLS, parse_action, parse_plan
+from lib.tools import shape
+from lib.data.redact import Redactor
+from lib.tools.facts import guidance_line
 
 _MAX_EXAMPLE_ACTION_CHARS = 400  # longer calls (whole files, big edits) make poor examples
 _WORKDIR = re.compile(r"^working directory: (.+)$", re.M)

@@ -7,7 +7,7 @@ with their results as tool messages, and OpenCode's native tool definitions (min
 agent disables) with `tool_choice: auto`. The student answers with native tool calling.
 
 A call is scored on: valid against OpenCode's own schema for that tool, the right tool, the right
-target (lib.metric.arg_similarity on the tool's key arguments); a destructive call (lib.opencode.safety)
+target (lib.scoring.metric.arg_similarity on the tool's key arguments); a destructive call (lib.opencode.safety)
 where the recorded step had none scores 0 and is counted. A request longer than the student's
 context window is not sent: it is counted and scores 0.
 """
@@ -22,17 +22,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lib import lm as L
-from lib import toolcalls
-from lib.errors import UserError
-from lib.evaluate import Failed, attempt, paired_bootstrap_ci
-from lib.metric import arg_similarity
-from lib.opencode import safety, shape
-from lib.opencode.export import agent_prompt, export_settings, opencode_target
+from lib.models import lm as L
+from lib.models import toolcalls
+from lib.core.errors import UserError
+from lib.scoring.evaluate import Failed, attempt, paired_bootstrap_ci
+from lib.scoring.metric import arg_similarity
+from lib.opencode import safety
+from lib.tools import shape
+from lib.opencode.agent import agent_prompt, export_settings, opencode_target
 from lib.opencode.plugin import demo_bank, injected_text
-from lib.params import ROOT
-from lib.runtime import Progress
-from lib.tools import KEY_ARGS
+from lib.config.params import ROOT
+from lib.program.runtime import Progress
+from lib.tools.facts import KEY_ARGS
 
 COMPONENTS = ("valid_call", "right_tool", "right_target")
 DEFAULT = "opencode_default"
