@@ -21,11 +21,9 @@ from pathlib import Path
 from lib.config import params as P
 from lib.program.agent import Agent
 from lib.scoring.evaluate import evaluate, paired_bootstrap_ci
-from lib.scoring.metric import Metric
+from lib.scoring.metric import COMPONENTS, Metric
 from lib.optimize.optimizers import optimize
 from lib.program.runtime import load_examples, load_rows, start
-
-COMPONENTS = ("tool_validity", "plan_coherence", "first_action", "reasoning_quality", "efficiency")
 
 
 def main() -> None:

@@ -23,11 +23,11 @@ import yaml
 
 from lib.core.errors import UserError
 from lib.opencode import plugin
+from lib.scoring.metric import COMPONENTS
 from lib.opencode.agent import ExportSettings, ModelTarget, Program, agent_prompt, model_slug, opencode_target
 
 FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide", "plugin")
 SCHEMA_URL = "https://opencode.ai/config.json"
-COMPONENTS = ("tool_validity", "plan_coherence", "first_action", "reasoning_quality", "efficiency")
 
 
 # ------------------------------------------------------------------------------------- inputs

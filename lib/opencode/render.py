@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from lib.core.paths import relativize
 from lib.program.agent import INTERNAL_TOOLS, parse_action, parse_plan
 from lib.tools import shape
 from lib.data.redact import Redactor
@@ -42,20 +43,6 @@ class WorkedExample:
     action: dict[str, Any]  # {"tool", "args"} with project-relative paths
     plan: list[str]
     done_before: list[str]  # tools already called in the task (empty for a first step)
-
-
-def relativize(value: Any, workdir: str | None) -> Any:
-    """Paths under the session's working directory become relative ones (the dir itself becomes '.')."""
-    if not workdir:
-        return value
-    if isinstance(value, str):
-        value = value.replace(workdir + "/", "")
-        return re.sub(re.escape(workdir) + r"(?![\w.-])", ".", value)
-    if isinstance(value, dict):
-        return {k: relativize(v, workdir) for k, v in value.items()}
-    if isinstance(value, list):
-        return [relativize(v, workdir) for v in value]
-    return value
 
 
 def unsafe(text: str) -> bool:

@@ -35,7 +35,7 @@ from lib.config.params import ROOT
 from lib.program.runtime import Progress
 from lib.tools.facts import KEY_ARGS
 
-COMPONENTS = ("valid_call", "right_tool", "right_target")
+CALL_COMPONENTS = ("valid_call", "right_tool", "right_target")
 DEFAULT = "opencode_default"
 EXPORTED = "exported"
 PLATFORM = "linux"  # sessions do not record it; OpenCode writes process.platform
@@ -81,7 +81,7 @@ class Result:
         tokens = [r["prompt_tokens"] for r in recs]
         return {
             "score": _mean(r["score"] for r in recs),
-            "components": {c: _mean(r["components"][c] for r in recs) for c in COMPONENTS},
+            "components": {c: _mean(r["components"][c] for r in recs) for c in CALL_COMPONENTS},
             "n": n,
             "valid_call_rate": _mean(r["components"]["valid_call"] == 1 for r in recs),
             "right_tool_rate": _mean(r["components"]["right_tool"] == 1 for r in recs),
@@ -179,8 +179,8 @@ def score_call(row: dict[str, Any], setup: Setup, tool: str | None, args: Any,
     if harm and safety.destructive(gold["tool"], gold["args"], cwd):
         harm = None  # the recorded step did the same kind of thing
     blocked = bool(harm) and not safety.permitted(tool, args, setup.permission)
-    total = sum(weights.get(c, 0) for c in COMPONENTS)
-    score = 0.0 if harm or not total else sum(weights.get(c, 0) * components[c] for c in COMPONENTS) / total
+    total = sum(weights.get(c, 0) for c in CALL_COMPONENTS)
+    score = 0.0 if harm or not total else sum(weights.get(c, 0) * components[c] for c in CALL_COMPONENTS) / total
     return {"components": components, "score": score, "destructive": harm, "blocked": blocked}
 
 

@@ -21,7 +21,7 @@ from lib.program.agent import CompactJSONAdapter, parse_action
 from lib.data.examples import INPUT_FIELDS
 from lib.opencode import render
 from lib.opencode.agent import export_settings
-from lib.opencode.replay import (COMPONENTS, EXPORTED, Setup, Student, build_request, first_call, make_student,
+from lib.opencode.replay import (CALL_COMPONENTS, EXPORTED, Setup, Student, build_request, first_call, make_student,
                                  score_call)
 
 
@@ -102,8 +102,8 @@ class ReplayMetric:
         return dict(self._scored(example, pred)["components"])
 
     def combine(self, scores: dict[str, float | None]) -> float:
-        total = sum(self.weights.get(c, 0) for c in COMPONENTS)
-        return sum(self.weights.get(c, 0) * (scores.get(c) or 0.0) for c in COMPONENTS) / total if total else 0.0
+        total = sum(self.weights.get(c, 0) for c in CALL_COMPONENTS)
+        return sum(self.weights.get(c, 0) * (scores.get(c) or 0.0) for c in CALL_COMPONENTS) / total if total else 0.0
 
     def gepa(self, gold: Any, pred: Any, trace: Any = None, pred_name: str | None = None,
              pred_trace: Any = None) -> dspy.Prediction:

@@ -23,6 +23,7 @@ import dspy
 
 from lib.program.agent import Agent, _text
 from lib.core.errors import UserError
+from lib.core.paths import relativize
 from lib.data.examples import INPUT_FIELDS
 
 # The text fields a query (and a bank entry) is made of, in this order.
@@ -47,18 +48,11 @@ def tokenize(text: str) -> list[str]:
 _WORKDIR = re.compile(r"^working directory: (.+)$", re.M)
 
 
-def relativize(text: str, workdir: str | None) -> str:
-    """Paths under the project directory become relative (the plugin does the same with its directory)."""
-    if not workdir:
-        return text
-    return text.replace(workdir + "/", "").replace(workdir, ".")
-
-
 def query_text(inputs: dict[str, Any], fields: Sequence[str]) -> str:
     """The text of `fields` (from QUERY_FIELDS) of an example's inputs, one per line, paths made relative."""
     match = _WORKDIR.search(str(inputs.get("context") or ""))
     workdir = match.group(1).strip().rstrip("/") if match else None
-    return relativize("\n".join(str(inputs.get(f) or "") for f in fields), workdir)
+    return relativize("\n".join(str(inputs.get(f) or "") for f in fields), workdir, whole_names=False)
 
 
 @dataclass(frozen=True)

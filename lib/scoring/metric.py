@@ -29,35 +29,10 @@ import dspy
 
 from lib.config import custom_metric
 from lib.program.agent import GOLD_KEY, INTERNAL_TOOLS, parse_action, parse_plan
-from lib.tools.facts import KEY_ARGS
+from lib.tools.facts import KEY_ARGS, required_args
 
 COMPONENTS = ("tool_validity", "plan_coherence", "first_action", "reasoning_quality", "efficiency")
 CUSTOM = "custom_metric"  # the user's metric, reported beside the components
-
-# Required arguments and their JSON type, per OpenCode's tool schemas (optional ones are left out).
-# Tools not listed here (MCP, custom) only need an args object.
-REQUIRED_ARGS: dict[str, dict[str, type]] = {
-    "read": {"filePath": str},
-    "edit": {"filePath": str, "oldString": str, "newString": str},
-    "write": {"filePath": str, "content": str},
-    "apply_patch": {"patchText": str},
-    "bash": {"command": str, "description": str},
-    "glob": {"pattern": str},
-    "grep": {"pattern": str},
-    "task": {"description": str, "prompt": str, "subagent_type": str},
-    "todowrite": {"todos": list},
-    "webfetch": {"url": str},
-    "websearch": {"query": str},
-    "codesearch": {"query": str},
-    "lsp": {"operation": str, "filePath": str, "line": int, "character": int},
-    "skill": {"name": str},
-    "question": {"questions": list},
-    "batch": {"tool_calls": list},
-    "list": {},
-    "patch": {"patchText": str},
-    "todoread": {},
-    "multiedit": {"filePath": str, "edits": list},
-}
 
 # How a key argument is compared with the gold one.
 _PATH_ARGS = frozenset({"filePath", "path"})
@@ -242,7 +217,7 @@ def _tool_validity(action: dict[str, Any], offered: list[str], notes: dict[str, 
     if tool not in offered:
         notes["tool_validity"] = f'Tool "{tool}" is not one of the offered tools ({", ".join(offered)}).'
         return 0.0
-    required = REQUIRED_ARGS.get(tool, {})
+    required = required_args().get(tool, {})  # OpenCode's schema, as replay checks it
     if not required:
         return 1.0
     missing = [name for name, kind in required.items() if not _has_arg(args, name, kind, tool)]

@@ -1,7 +1,16 @@
-"""What OpenCode's tools are and which of their arguments identify an action."""
+"""What OpenCode's tools are: the arguments each requires (and their JSON types), and which identify an action.
+
+Required arguments and their types are read from OpenCode's own tool schemas as recorded
+(lib/tools/data, through lib.tools.shape), so the offline metric and replay judge a call by the
+same schema. Only tools the recorded OpenCode no longer offers, but older logs still hold, are
+described here by hand (OLDER_REQUIRED_ARGS).
+"""
 from __future__ import annotations
 
+import functools
 import json
+
+from lib.tools import shape
 
 # Tool id -> the arguments that say *what* the call acts on (compared by the metric,
 # shown in rendered history). Current tools first, then older ones still found in logs.
@@ -27,6 +36,37 @@ KEY_ARGS: dict[str, tuple[str, ...]] = {
     "todoread": (),
     "multiedit": ("filePath",),
 }
+
+# Required arguments and their JSON types of tools that the recorded OpenCode does not offer (older
+# versions, other agents) but that logs still hold; a recorded tool's schema always wins.
+OLDER_REQUIRED_ARGS: dict[str, dict[str, type]] = {
+    "apply_patch": {"patchText": str},
+    "websearch": {"query": str},
+    "codesearch": {"query": str},
+    "lsp": {"operation": str, "filePath": str, "line": int, "character": int},
+    "question": {"questions": list},
+    "batch": {"tool_calls": list},
+    "list": {},
+    "patch": {"patchText": str},
+    "todoread": {},
+    "multiedit": {"filePath": str, "edits": list},
+}
+
+_JSON_TYPES: dict[str, type] = {"string": str, "array": list, "integer": int, "object": dict, "boolean": bool,
+                                 "number": float}
+
+
+@functools.cache
+def required_args() -> dict[str, dict[str, type]]:
+    """Tool -> {required argument: Python type}, from OpenCode's recorded schemas (in the schema's
+    order), then OLDER_REQUIRED_ARGS for tools it does not offer. Tools in neither need only an args object."""
+    recorded: dict[str, dict[str, type]] = {}
+    for tool in shape.data()["tools"]:
+        fn = tool["function"]
+        props = fn["parameters"].get("properties", {})
+        recorded[fn["name"]] = {name: _JSON_TYPES[props[name]["type"]] for name in fn["parameters"].get("required", [])}
+    return {**{k: v for k, v in OLDER_REQUIRED_ARGS.items() if k not in recorded}, **recorded}
+
 
 # Offered to the model as available tools when a session does not list its own.
 DEFAULT_TOOLS: tuple[str, ...] = (
