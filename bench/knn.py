@@ -19,11 +19,10 @@ from pathlib import Path
 
 
 from lib.config import params as P
-from lib.program.agent import Agent
+from lib.optimize.compile import compile_program
+from lib.program.runtime import load_rows, start
 from lib.scoring.evaluate import evaluate, paired_bootstrap_ci
 from lib.scoring.metric import COMPONENTS, Metric
-from lib.optimize.optimizers import optimize
-from lib.program.runtime import load_examples, load_rows, start
 
 
 def main() -> None:
@@ -39,10 +38,10 @@ def main() -> None:
     p = P.load(overrides=P.parse_overrides(args.set))
     opt, seed = p["optimization"], p["data"]["random_seed"]
     rt = start(p, with_teacher=False)
-    metric = Metric(opt["metric_weights"])
+    metric = Metric.from_params(opt)
     test = load_rows("test")[:args.limit] if args.limit else load_rows("test")
-    train = load_examples("train", opt["max_train_examples"], seed)
-    val = load_examples("val", opt["max_val_examples"], seed)
+    train = load_rows("train", opt["max_train_examples"], seed)
+    val = load_rows("val", opt["max_val_examples"], seed)
     print(f"test {len(test)}, train {len(train)}, val {len(val)}; student "
           f"{p['models']['student']['provider']}/{p['models']['student']['model']}; "
           f"labeled k={opt['labeled']['k']}, knn k in {opt['knn']['k']}, fields in {opt['knn']['fields']}, "
@@ -58,7 +57,7 @@ def main() -> None:
         print(f"labeled: per-example test records from {args.labeled}", flush=True)
     for name in [n for n in ("labeled", "knn") if n not in results]:
         t0 = time.monotonic()
-        program = optimize(name, opt[name], Agent(), train, val, metric, None, rt.student, opt["num_threads"], seed)
+        program = compile_program(p, rt, train, val, name)  # as the optimize stage compiles and selects
         chosen = f" (fixed={len(program.fixed)}, k={program.k}, fields={'+'.join(program.fields)})" \
             if name == "knn" else ""
         done = evaluate(program, test, metric, opt["num_threads"], name, rt.ledger)

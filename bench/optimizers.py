@@ -15,11 +15,12 @@ import time
 
 
 from lib.config import params as P
+from lib.optimize.compile import compile_program
+from lib.optimize.optimizers import OPTIMIZERS
 from lib.program.agent import Agent
+from lib.program.runtime import load_rows, start
 from lib.scoring.evaluate import evaluate, improvement
 from lib.scoring.metric import Metric
-from lib.optimize.optimizers import OPTIMIZERS, optimize
-from lib.program.runtime import load_examples, load_rows, start
 
 
 def main() -> None:
@@ -33,8 +34,8 @@ def main() -> None:
     rt = start(p, with_teacher=True)
     metric = Metric.from_params(opt)
     test = load_rows("test")
-    train = load_examples("train", opt["max_train_examples"], seed)
-    val = load_examples("val", opt["max_val_examples"], seed)
+    train = load_rows("train", opt["max_train_examples"], seed)
+    val = load_rows("val", opt["max_val_examples"], seed)
 
     def usage() -> tuple[int, int]:
         total = rt.ledger.summary()["lm_usage"]["total"]
@@ -52,8 +53,7 @@ def main() -> None:
     _row("baseline", base.score, None, c1 - c0, k1 - k0, time.monotonic() - t0, 0)
     for name in args.optimizers:
         t0, (c0, k0) = time.monotonic(), usage()
-        program = optimize(name, opt[name], Agent(), train, val, metric, rt.teacher, rt.student,
-                           opt["num_threads"], seed, ledger=rt.ledger)
+        program = compile_program(p, rt, train, val, name)  # as the optimize stage compiles and selects
         result = evaluate(program, test, metric, opt["num_threads"], name, rt.ledger)
         c1, k1 = usage()
         _row(name, result.score, improvement(base.per_example, result.per_example), c1 - c0, k1 - k0,

@@ -228,6 +228,7 @@ def test_stage_replays_both_prompts_on_the_embedded_model_and_a_server(replay_pr
     assert len(steps) == 1 and {"id", "score", "tool", "gold_tool"} <= set(steps[0])
     usage = json.loads((project / "metrics" / "replay_usage.json").read_text())
     assert usage["lm_usage"]["total"]["calls"] == 4
+    assert usage["lm_calls"] == 4 and {"cache_hits", "prompt_tokens", "completion_tokens", "cost"} <= set(usage)
 
     # Unchanged re-run: every call is served from the cache.
     again = run_stage(project, "replay")

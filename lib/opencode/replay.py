@@ -32,7 +32,7 @@ from lib.tools import shape
 from lib.opencode.agent import agent_prompt, export_settings, opencode_target
 from lib.opencode.plugin import demo_bank, injected_text
 from lib.config.params import ROOT
-from lib.program.runtime import Progress
+from lib.program.runtime import Progress, usage_report
 from lib.tools.facts import KEY_ARGS
 
 CALL_COMPONENTS = ("valid_call", "right_tool", "right_target")
@@ -342,4 +342,4 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
         if student is main:
             steps = {DEFAULT: step_records(base), EXPORTED: step_records(ours)}
     ledger.check()
-    return report, steps, ledger.summary()
+    return report, steps, usage_report(ledger)

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import dspy
 
-from lib.program.agent import CompactJSONAdapter, to_example
+from lib.program.agent import CompactJSONAdapter
 from lib.data.examples import with_earlier_steps
 from lib.core.files import read_jsonl
 from lib.models.lm import Ledger, check_reachable, configure_cache, make_lm
@@ -123,10 +123,6 @@ def load_rows(split: str, limit: int | None = None, seed: int = 0) -> list[dict[
         keep = set(random.Random(seed).sample(range(len(rows)), limit))
         rows = [r for i, r in enumerate(rows) if i in keep]
     return rows
-
-
-def load_examples(split: str, limit: int | None = None, seed: int = 0) -> list[dspy.Example]:
-    return [to_example(r) for r in load_rows(split, limit, seed)]
 
 
 def save_program(program: dspy.Module, path: str) -> None:
