@@ -33,6 +33,7 @@ from typing import Any
 import dspy
 from dotenv import dotenv_values
 
+from lib.core import dspy_internals as internals
 from lib.models import toolcalls
 from lib.core.errors import UserError
 from lib.models import engine
@@ -422,8 +423,8 @@ class Ledger:
 
 def failure_kind(exc: Exception, role: str, cfg: dict[str, Any]) -> tuple[str, str]:
     """(kind, fix) for a failed model call, from DSPy's error classes."""
-    from dspy.utils.exceptions import (ContextWindowExceededError, LMInvalidRequestError, LMRateLimitError,
-                                       LMServerError, LMTimeoutError, LMTransportError)
+    from dspy import (ContextWindowExceededError, LMInvalidRequestError, LMRateLimitError, LMServerError,
+                      LMTimeoutError, LMTransportError)
 
     key = param_key(role)
     if isinstance(exc, LMTimeoutError):
@@ -457,10 +458,8 @@ def failure_kind(exc: Exception, role: str, cfg: dict[str, Any]) -> tuple[str, s
 # ---------------------------------------------------------------- LMs that report to a ledger
 
 def _usage_key(lm: dspy.BaseLM, call: Any) -> dict[str, str]:
-    from dspy.clients.execution import IGNORED_CACHE_KEYS
-
-    return {"_fn_identifier": "lib.lm.first_usage",
-            "request": dspy.cache.cache_key(call.key(lm, False), IGNORED_CACHE_KEYS)}
+    # The name predates the package layout; it is part of the key, so it stays.
+    return internals.side_key("lib.lm.first_usage", lm, call)
 
 
 class _Accounted:
@@ -478,11 +477,9 @@ class _Accounted:
     _free = False  # True where a real call costs nothing (the in-process model)
 
     def _run(self, call: Any) -> Any:
-        from dspy.clients.execution import _cached, execute
-
         def real() -> Any:
             try:
-                result = execute(self, call)
+                result = internals.execute(self, call)
             except Exception as exc:
                 self._explain(exc)
                 raise
@@ -497,13 +494,13 @@ class _Accounted:
             return result
 
         def cached() -> Any:
-            result = _cached(self, call, False) if call.cache else None
+            result = internals.cached(self, call) if call.cache else None
             if result is not None:
                 result.original_usage = dspy.cache.get(_usage_key(self, call))
             return result
 
         if self._ledger is None:
-            return execute(self, call)
+            return internals.execute(self, call)
         return self._ledger.run(self._role, real, cached)
 
     def _explain(self, exc: Exception) -> None:
@@ -513,7 +510,7 @@ class _Accounted:
         model) stops the stage at once; any other failure becomes a ModelCallFailed, which the
         ledger counts against optimization.max_failed_calls. Never a score of 0.
         """
-        from dspy.utils.exceptions import LMAuthError, LMBillingError, LMError
+        from dspy import LMAuthError, LMBillingError, LMError
 
         cfg = self._cfg
         if cfg is None or not isinstance(exc, LMError):
@@ -547,18 +544,13 @@ class _Accounted:
 
 
 def _accounted_call(lm: Any, prompt: Any, messages: Any, kwargs: dict[str, Any]) -> Any:
-    from dspy.clients._deprecation import warn_openai_messages
-    from dspy.clients.execution import finalize, prepare
-
-    kwargs = lm._call_kwargs(kwargs)
-    call = prepare(lm, prompt, messages, kwargs)
-    warn_openai_messages(lm, messages)
-    return finalize(lm, call, lm._run(call))
+    call = internals.prepare(lm, prompt, messages, lm._call_kwargs(kwargs))
+    return internals.finalize(lm, call, lm._run(call))
 
 
 def _with_callbacks(cls: type) -> type:
     """Keep DSPy's LM callbacks (on_lm_start/on_lm_end) on the overridden __call__."""
-    from dspy.utils.callback import with_callbacks
+    from dspy.utils import with_callbacks
 
     cls.__call__ = with_callbacks(cls.__call__)
     cls.acall = with_callbacks(cls.acall)
@@ -574,9 +566,7 @@ class AccountedLM(_Accounted, dspy.LM):
 
     def dump_state(self) -> dict[str, Any]:
         # Saved programs reload this as a plain dspy.LM: the ledger is runtime state.
-        from dspy.clients.base_lm import LM_CLASS_STATE_KEY
-
-        return {**super().dump_state(), LM_CLASS_STATE_KEY: "dspy.clients.lm.LM"}
+        return {**super().dump_state(), internals.class_state_key(): "dspy.clients.lm.LM"}
 
 
 # ---------------------------------------------------------------- the embedded model
@@ -655,12 +645,7 @@ class LlamaEngine:
         return Path(self.model_path) if self.model_path else local_model_path()
 
     def complete(self, request: Any) -> Any:
-        from dspy.clients.engines.base import validate_request
-        from dspy.clients.lm15_boundary import request_kwargs
-        from dspy.lm15 import ContextLengthError, response_from_openai_chat
-
-        validate_request(request)
-        body = request_kwargs(request, "chat")
+        body = internals.chat_body(request)
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
         temperature = float(body.get("temperature") or 0.0)
         args: dict[str, Any] = {
@@ -681,16 +666,15 @@ class LlamaEngine:
                     raw = llama.create_chat_completion(**args)
             except ValueError as exc:
                 if "context window" in str(exc):
-                    raise ContextLengthError(f"{exc} (SmolLM2 runs with n_ctx={LOCAL_N_CTX}); "
-                                             f"lower data.max_field_chars or data.max_history_messages") from None
+                    raise internals.context_length_error(
+                        f"{exc} (SmolLM2 runs with n_ctx={LOCAL_N_CTX}); "
+                        f"lower data.max_field_chars or data.max_history_messages") from None
                 raise
         raw = {**raw, "model": request.model}
-        return response_from_openai_chat(raw, model=request.model)
+        return internals.chat_response(raw, request.model)
 
     def stream(self, request: Any) -> Any:
-        from dspy.lm15 import response_to_events
-
-        return response_to_events(self.complete(request))
+        return internals.response_events(self.complete(request))
 
     def close(self) -> None:
         pass  # the loaded model is shared by the whole process
@@ -744,17 +728,13 @@ class LocalLM(_Accounted, dspy.LM):
         return kwargs
 
     def dump_state(self) -> dict[str, Any]:
-        from dspy.clients.base_lm import LM_CLASS_STATE_KEY
-
         state = {k: v for k, v in self.kwargs.items() if k not in ("engine", "async_engine")}
-        return {LM_CLASS_STATE_KEY: f"{type(self).__module__}.{type(self).__qualname__}",
+        return {internals.class_state_key(): f"{type(self).__module__}.{type(self).__qualname__}",
                 "cache": self.cache, "num_retries": self.num_retries, **state}
 
     @classmethod
     def load_state(cls, state: dict[str, Any], **_: Any) -> LocalLM:
-        from dspy.clients.base_lm import LM_CLASS_STATE_KEY
-
-        state = {k: v for k, v in state.items() if k not in (LM_CLASS_STATE_KEY, "model", "model_type")}
+        state = {k: v for k, v in state.items() if k not in (internals.class_state_key(), "model", "model_type")}
         return cls(**state)
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import dspy
 import json_repair
-from dspy.adapters.utils import parse_value
 
+from lib.core.dspy_internals import parse_value
 from lib.data.examples import INPUT_FIELDS
 from lib.tools.facts import guidance_line
 
