@@ -24,7 +24,7 @@ import yaml
 
 from lib.config import params as P
 from lib.core.errors import UserError
-from lib.models.lm import cache_dir, check_reachable, local_model_path
+from lib.models.settings import cache_dir, check_reachable, local_model_path
 from lib.models import engine
 from lib.config.params import ROOT, ParamsError
 

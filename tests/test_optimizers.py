@@ -12,7 +12,9 @@ import dspy
 import pytest
 
 from helpers import make_project, read_jsonl, run_data_stages, shipped_params
+from lib.models import ledger as LG
 from lib.models import lm as L
+from lib.models import settings as S
 from lib.program.agent import Agent, CompactJSONAdapter, to_example
 from lib.scoring.metric import Metric
 from lib.optimize.optimizers import OPTIMIZERS, optimize
@@ -87,9 +89,9 @@ def test_mipro_search_size_is_auto_or_both_numbers(mipro, message):
 def test_optimizer_runs_on_the_embedded_model(name, examples, shared_cache, tmp_path):
     train, val = examples
     before = dspy.cache
-    L.configure_cache(shared_cache)
+    S.configure_cache(shared_cache)
     try:
-        ledger = L.Ledger(max_calls=400)
+        ledger = LG.Ledger(max_calls=400)
         student = L.make_lm("student", local(0.0, 16), ledger)
         teacher = L.make_lm("teacher", local(0.7, 32), ledger)
         with dspy.context(lm=student, adapter=CompactJSONAdapter()):

@@ -16,7 +16,7 @@ import yaml
 
 from conftest import _free_port
 from helpers import make_project, read_jsonl, run_data_stages, run_stage
-from lib.models import lm as L
+from lib.models import llama as LL
 from lib.models import toolcalls
 from lib.program.agent import Agent, to_example
 from lib.opencode import replay as R
@@ -157,7 +157,7 @@ def test_unused_tools_come_from_the_training_steps():
 # ------------------------------------------------------------------------------ the embedded model
 
 def test_embedded_model_answers_with_a_native_tool_call(smollm_path):
-    llama = L.load_llama(smollm_path)
+    llama = LL.load_llama(smollm_path)
     tools = shape.tool_definitions(("webfetch", "task", "skill", "todowrite", "write", "edit"))
     messages = [{"role": "system", "content": "You are a coding agent. Call a tool."},
                 {"role": "user", "content": "Find the files named *.py in this project"}]

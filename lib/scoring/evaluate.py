@@ -3,7 +3,7 @@
 Scores are 0-1 (this module does not use dspy.Evaluate's 0-100 percentage).
 A model call that fails after its retries is never a score: within optimization.max_failed_calls
 the example is left out (and counted), beyond it, or after a few failures in a row, the ledger
-stops the run with an error that names the model, its address and the fix (see lib.models.lm.Ledger).
+stops the run with an error that names the model, its address and the fix (see lib.models.ledger.Ledger).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import dspy
 
 from lib.program.agent import parse_action, to_example
 from lib.core.errors import UserError
-from lib.models.lm import Ledger, ModelCallFailed
+from lib.models.ledger import Ledger, ModelCallFailed
 from lib.scoring.metric import Metric
 from lib.program.runtime import Progress
 
