@@ -18,30 +18,22 @@ import time
 from pathlib import Path
 
 
-from lib.config import params as P
+from bench.common import start_run
 from lib.optimize.compile import compile_program
-from lib.program.runtime import load_rows, start
 from lib.scoring.evaluate import evaluate, paired_bootstrap_ci
-from lib.scoring.metric import COMPONENTS, Metric
+from lib.scoring.metric import COMPONENTS
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="params override, e.g. optimization.knn.k=[3] (repeatable)")
     ap.add_argument("--labeled", type=Path, metavar="FILE",
                     help="per-example test records of a labeled run (metrics/optimized_examples.json of "
                          "`dvc repro` with optimizer labeled) instead of scoring labeled again")
     ap.add_argument("--limit", type=int, metavar="N",
                     help="score only the first N test examples (a partial run, e.g. what the model cache holds)")
-    args = ap.parse_args()
-    p = P.load(overrides=P.parse_overrides(args.set))
-    opt, seed = p["optimization"], p["data"]["random_seed"]
-    rt = start(p, with_teacher=False)
-    metric = Metric.from_params(opt)
-    test = load_rows("test")[:args.limit] if args.limit else load_rows("test")
-    train = load_rows("train", opt["max_train_examples"], seed)
-    val = load_rows("val", opt["max_val_examples"], seed)
+    args, run = start_run(ap, "optimization.knn.k=[3]", with_teacher=False)
+    p, rt, metric, train, val, test = run.params, run.rt, run.metric, run.train, run.val, run.test
+    opt = p["optimization"]
     print(f"test {len(test)}, train {len(train)}, val {len(val)}; student "
           f"{p['models']['student']['provider']}/{p['models']['student']['model']}; "
           f"labeled k={opt['labeled']['k']}, knn k in {opt['knn']['k']}, fields in {opt['knn']['fields']}, "

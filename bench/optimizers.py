@@ -14,28 +14,19 @@ import argparse
 import time
 
 
-from lib.config import params as P
+from bench.common import start_run
 from lib.optimize.compile import compile_program
 from lib.optimize.optimizers import OPTIMIZERS
 from lib.program.agent import Agent
-from lib.program.runtime import load_rows, start
 from lib.scoring.evaluate import evaluate, improvement
-from lib.scoring.metric import Metric
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("optimizers", nargs="*", default=list(OPTIMIZERS), help="optimizer names (default: all)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="params override, e.g. optimization.mipro.auto=light (repeatable)")
-    args = ap.parse_args()
-    p = P.load(overrides=P.parse_overrides(args.set))
-    opt, seed = p["optimization"], p["data"]["random_seed"]
-    rt = start(p, with_teacher=True)
-    metric = Metric.from_params(opt)
-    test = load_rows("test")
-    train = load_rows("train", opt["max_train_examples"], seed)
-    val = load_rows("val", opt["max_val_examples"], seed)
+    args, run = start_run(ap, "optimization.mipro.auto=light", with_teacher=True)
+    p, rt, metric, train, val, test = run.params, run.rt, run.metric, run.train, run.val, run.test
+    opt = p["optimization"]
 
     def usage() -> tuple[int, int]:
         total = rt.ledger.summary()["lm_usage"]["total"]
