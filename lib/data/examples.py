@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -182,6 +183,16 @@ def _tools(s: Session) -> list[str]:
     # `invalid` is OpenCode's rewrite of a malformed call, never a tool to offer.
     seen = {a.tool for t in s.turns for a in t.actions} - {"invalid"}
     return list(DEFAULT_TOOLS) + sorted(seen - set(DEFAULT_TOOLS))
+
+
+_WORKDIR = re.compile(r"^working directory: (.+)$", re.M)
+
+
+def context_workdir(context: str) -> str | None:
+    """The working directory an example's context names (as `_context` writes it), without a trailing
+    slash; None when it names none."""
+    match = _WORKDIR.search(context)
+    return match.group(1).strip().rstrip("/") if match else None
 
 
 def _context(s: Session, max_chars: int) -> str:

@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lib.core.paths import relativize
+from lib.data.examples import context_workdir
 from lib.program.agent import INTERNAL_TOOLS, parse_action, parse_plan
 from lib.tools import shape
 from lib.data.redact import Redactor
 from lib.tools.facts import guidance_line
 
 _MAX_EXAMPLE_ACTION_CHARS = 400  # longer calls (whole files, big edits) make poor examples
-_WORKDIR = re.compile(r"^working directory: (.+)$", re.M)
 _STEP_TOOL = re.compile(r"^\d+\. (\S+)", re.M)
 # A path of some machine: under a usual root (/home, /tmp, ...) or two or more segments deep
 # (/srv/app), or ~/..., or C:\... . Not URLs, not ./x or a/b, and not a one-segment route like /health.
@@ -63,8 +63,7 @@ def worked_example(demo: dict[str, Any]) -> WorkedExample | None:
     plan = parse_plan(demo.get("plan")) or [action["tool"]]
     if plan[0] != action["tool"]:
         plan = [action["tool"], *plan]
-    match = _WORKDIR.search(str(demo.get("context") or ""))
-    workdir = match.group(1).strip().rstrip("/") if match else None
+    workdir = context_workdir(str(demo.get("context") or ""))
     task, action = relativize(task, workdir), relativize(action, workdir)
     done = _STEP_TOOL.findall(str(demo.get("steps_so_far") or ""))
     shown = task + "\n" + json.dumps(action, ensure_ascii=False) + "\n" + " ".join(plan + done)

@@ -24,7 +24,7 @@ import dspy
 from lib.program.agent import Agent, _text
 from lib.core.errors import UserError
 from lib.core.paths import relativize
-from lib.data.examples import INPUT_FIELDS
+from lib.data.examples import INPUT_FIELDS, context_workdir
 
 # The text fields a query (and a bank entry) is made of, in this order.
 QUERY_FIELDS = ("task", "steps_so_far")
@@ -45,13 +45,11 @@ def tokenize(text: str) -> list[str]:
     return tokens
 
 
-_WORKDIR = re.compile(r"^working directory: (.+)$", re.M)
 
 
 def query_text(inputs: dict[str, Any], fields: Sequence[str]) -> str:
     """The text of `fields` (from QUERY_FIELDS) of an example's inputs, one per line, paths made relative."""
-    match = _WORKDIR.search(str(inputs.get("context") or ""))
-    workdir = match.group(1).strip().rstrip("/") if match else None
+    workdir = context_workdir(str(inputs.get("context") or ""))
     return relativize("\n".join(str(inputs.get(f) or "") for f in fields), workdir, whole_names=False)
 
 
