@@ -27,7 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--opencode", type=Path, default=ROOT / "node_modules" / ".bin" / "opencode",
                     help="the OpenCode CLI (default: node_modules/.bin/opencode)")
-    ap.add_argument("--out", type=Path, default=ROOT / "lib" / "opencode" / "data",
+    ap.add_argument("--out", type=Path, default=ROOT / "lib" / "tools" / "data",
                     help="folder for request-opencode-<version>.json (default: lib/tools/data)")
     ap.add_argument("--timeout", type=float, default=180, help="seconds per `opencode run` (default 180)")
     args = ap.parse_args()
