@@ -24,7 +24,7 @@ import yaml
 from lib.core.errors import UserError
 from lib.opencode import plugin
 from lib.scoring.metric import COMPONENTS
-from lib.opencode.agent import ExportSettings, ModelTarget, Program, agent_prompt, model_slug, opencode_target
+from lib.opencode.agent import ExportSettings, ModelTarget, Program, agent_entry, model_slug, opencode_target
 
 FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide", "plugin")
 SCHEMA_URL = "https://opencode.ai/config.json"
@@ -102,19 +102,6 @@ def comparison_rows(scores: Scores) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------- files
-
-def agent_entry(settings: ExportSettings, program: Program, description: str) -> dict[str, Any]:
-    """The `agent.<name>` entry for opencode.json: prompt, model, and the tool/permission config."""
-    entry: dict[str, Any] = {"description": description, "mode": settings.mode,
-                             "model": opencode_target(settings.student, settings.opencode_model).model,
-                             "temperature": settings.student["temperature"],
-                             "prompt": agent_prompt(settings, program)}
-    if settings.disabled_tools:
-        entry["tools"] = {name: False for name in settings.disabled_tools}
-    if settings.permission:
-        entry["permission"] = settings.permission
-    return entry
-
 
 def file_names(agent: str, slug: str) -> dict[str, str]:
     """Format -> path under outputs/prompts/."""

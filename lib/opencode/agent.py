@@ -176,3 +176,16 @@ def agent_prompt(settings: ExportSettings, program: Program) -> str:
     """The agent prompt exactly as shipped (and as the replay stage scores it)."""
     return render.agent_prompt(program.instructions, program.prompt_demos, settings.max_examples,
                                 settings.disabled_tools)
+
+
+def agent_entry(settings: ExportSettings, program: Program, description: str) -> dict[str, Any]:
+    """The `agent.<name>` entry for opencode.json: prompt, model, and the tool/permission config."""
+    entry: dict[str, Any] = {"description": description, "mode": settings.mode,
+                             "model": opencode_target(settings.student, settings.opencode_model).model,
+                             "temperature": settings.student["temperature"],
+                             "prompt": agent_prompt(settings, program)}
+    if settings.disabled_tools:
+        entry["tools"] = {name: False for name in settings.disabled_tools}
+    if settings.permission:
+        entry["permission"] = settings.permission
+    return entry
