@@ -1,9 +1,9 @@
 """Data stages at scale: time, CPU time and peak memory of parse -> build_examples -> split.
 
-    python bench/data_scale.py                  # 1,000, 5,000 and 10,000 real-sized plugin sessions
-    python bench/data_scale.py 1000 2000        # other counts
-    python bench/data_scale.py --db 1000 10000  # sessions in an opencode.db that OpenCode writes to meanwhile
-    python bench/data_scale.py --cores 2        # pin the stages to 2 cores (on a bigger machine)
+    python -m bench.data_scale                  # 1,000, 5,000 and 10,000 real-sized plugin sessions
+    python -m bench.data_scale 1000 2000        # other counts
+    python -m bench.data_scale --db 1000 10000  # sessions in an opencode.db that OpenCode writes to meanwhile
+    python -m bench.data_scale --cores 2        # pin the stages to 2 cores (on a bigger machine)
 
 Target: 10,000 real-sized sessions (about 330 MB of plugin files, 33 KB a session as real logs
 are; bench/sessions.py makes them) through the three data stages in under 12 s on 2 cores, with
@@ -31,8 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from bench.sessions import _Gen, write_logs  # noqa: E402
+from bench.sessions import _Gen, write_logs
 
 STAGES = ("parse", "build_examples", "split")
 TARGET_S = 12.0

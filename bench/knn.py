@@ -1,8 +1,8 @@
 """Per-input demos (optimizer knn) against the fixed labeled demos, on the test split.
 
-    python bench/knn.py                                   # params.yaml settings (k and fields chosen on val)
-    python bench/knn.py --set 'optimization.knn.k=[3]' --set 'optimization.knn.fields=[[task]]'
-    python bench/knn.py --labeled metrics/optimized_examples.json   # labeled side from a labeled run's records
+    python -m bench.knn                                   # params.yaml settings (k and fields chosen on val)
+    python -m bench.knn --set 'optimization.knn.k=[3]' --set 'optimization.knn.fields=[[task]]'
+    python -m bench.knn --labeled metrics/optimized_examples.json   # labeled side from a labeled run's records
 
 Run `dvc repro split` first. Both programs are scored on the whole test split with the params'
 student; the table gives the composite and every component, and the paired bootstrap 95% CI of
@@ -17,35 +17,23 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import params as P  # noqa: E402
-from lib.agent import Agent  # noqa: E402
-from lib.evaluate import evaluate, paired_bootstrap_ci  # noqa: E402
-from lib.metric import Metric  # noqa: E402
-from lib.optimize import optimize  # noqa: E402
-from lib.runtime import load_examples, load_rows, start  # noqa: E402
-
-COMPONENTS = ("tool_validity", "plan_coherence", "first_action", "reasoning_quality", "efficiency")
+from bench.common import start_run
+from lib.optimize.compile import compile_program
+from lib.scoring.evaluate import evaluate, paired_bootstrap_ci
+from lib.scoring.metric import COMPONENTS
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="params override, e.g. optimization.knn.k=[3] (repeatable)")
     ap.add_argument("--labeled", type=Path, metavar="FILE",
                     help="per-example test records of a labeled run (metrics/optimized_examples.json of "
                          "`dvc repro` with optimizer labeled) instead of scoring labeled again")
     ap.add_argument("--limit", type=int, metavar="N",
                     help="score only the first N test examples (a partial run, e.g. what the model cache holds)")
-    args = ap.parse_args()
-    p = P.load(overrides=P.parse_overrides(args.set))
-    opt, seed = p["optimization"], p["data"]["random_seed"]
-    rt = start(p, with_teacher=False)
-    metric = Metric(opt["metric_weights"])
-    test = load_rows("test")[:args.limit] if args.limit else load_rows("test")
-    train = load_examples("train", opt["max_train_examples"], seed)
-    val = load_examples("val", opt["max_val_examples"], seed)
+    args, run = start_run(ap, "optimization.knn.k=[3]", with_teacher=False)
+    p, rt, metric, train, val, test = run.params, run.rt, run.metric, run.train, run.val, run.test
+    opt = p["optimization"]
     print(f"test {len(test)}, train {len(train)}, val {len(val)}; student "
           f"{p['models']['student']['provider']}/{p['models']['student']['model']}; "
           f"labeled k={opt['labeled']['k']}, knn k in {opt['knn']['k']}, fields in {opt['knn']['fields']}, "
@@ -61,7 +49,7 @@ def main() -> None:
         print(f"labeled: per-example test records from {args.labeled}", flush=True)
     for name in [n for n in ("labeled", "knn") if n not in results]:
         t0 = time.monotonic()
-        program = optimize(name, opt[name], Agent(), train, val, metric, None, rt.student, opt["num_threads"], seed)
+        program = compile_program(p, rt, train, val, name)  # as the optimize stage compiles and selects
         chosen = f" (fixed={len(program.fixed)}, k={program.k}, fields={'+'.join(program.fields)})" \
             if name == "knn" else ""
         done = evaluate(program, test, metric, opt["num_threads"], name, rt.ledger)

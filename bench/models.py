@@ -1,8 +1,8 @@
 """The embedded models on this machine: assembly time, prefill and decode speed, OpenCode's request size.
 
-    python bench/models.py                                  # every catalog model
-    python bench/models.py qwen2.5-coder-0.5b --prefill 512 --decode 32
-    python bench/models.py --fresh                          # assemble again into a temporary cache (timed)
+    python -m bench.models                                  # every catalog model
+    python -m bench.models qwen2.5-coder-0.5b --prefill 512 --decode 32
+    python -m bench.models --fresh                          # assemble again into a temporary cache (timed)
 
 For each model: the time `lib.models.catalog.fetch` takes (0 when cached, unless --fresh), the
 prefill speed on a prompt of --prefill tokens, the decode speed over --decode greedy tokens (one
@@ -21,11 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from lib.lm import LOCAL_THREADS  # noqa: E402
-from lib.models import catalog, chat  # noqa: E402
-from lib.opencode import shape  # noqa: E402
+from lib.models import catalog, chat
+from lib.models.settings import LOCAL_THREADS
+from lib.tools import shape
 
 FILLER = ("def add(a, b):\n    return a + b\n\n# The function above adds two numbers; tests cover it.\n")
 

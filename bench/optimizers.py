@@ -1,8 +1,8 @@
 """Benchmark every optimizer on the current splits and print a comparison table.
 
-    python bench/optimizers.py                          # all optimizers, params.yaml settings
-    python bench/optimizers.py labeled bootstrap        # a subset
-    python bench/optimizers.py --set optimization.max_train_examples=30 copro
+    python -m bench.optimizers                          # all optimizers, params.yaml settings
+    python -m bench.optimizers labeled bootstrap        # a subset
+    python -m bench.optimizers --set optimization.max_train_examples=30 copro
 
 Run `dvc repro split` first. Each optimizer is compiled from scratch and scored on the full test
 split against the same baseline; the model cache makes repeated calls free, so "calls" counts only
@@ -11,33 +11,22 @@ calls that were really made in this run.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import params as P  # noqa: E402
-from lib.agent import Agent  # noqa: E402
-from lib.evaluate import evaluate, improvement  # noqa: E402
-from lib.metric import Metric  # noqa: E402
-from lib.optimize import OPTIMIZERS, optimize  # noqa: E402
-from lib.runtime import load_examples, load_rows, start  # noqa: E402
+from bench.common import start_run
+from lib.optimize.compile import compile_program
+from lib.optimize.optimizers import OPTIMIZERS
+from lib.program.agent import Agent
+from lib.scoring.evaluate import evaluate, improvement
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("optimizers", nargs="*", default=list(OPTIMIZERS), help="optimizer names (default: all)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="params override, e.g. optimization.mipro.auto=light (repeatable)")
-    args = ap.parse_args()
-    p = P.load(overrides=P.parse_overrides(args.set))
-    opt, seed = p["optimization"], p["data"]["random_seed"]
-    rt = start(p, with_teacher=True)
-    metric = Metric.from_params(opt)
-    test = load_rows("test")
-    train = load_examples("train", opt["max_train_examples"], seed)
-    val = load_examples("val", opt["max_val_examples"], seed)
+    args, run = start_run(ap, "optimization.mipro.auto=light", with_teacher=True)
+    p, rt, metric, train, val, test = run.params, run.rt, run.metric, run.train, run.val, run.test
+    opt = p["optimization"]
 
     def usage() -> tuple[int, int]:
         total = rt.ledger.summary()["lm_usage"]["total"]
@@ -55,8 +44,7 @@ def main() -> None:
     _row("baseline", base.score, None, c1 - c0, k1 - k0, time.monotonic() - t0, 0)
     for name in args.optimizers:
         t0, (c0, k0) = time.monotonic(), usage()
-        program = optimize(name, opt[name], Agent(), train, val, metric, rt.teacher, rt.student,
-                           opt["num_threads"], seed, ledger=rt.ledger)
+        program = compile_program(p, rt, train, val, name)  # as the optimize stage compiles and selects
         result = evaluate(program, test, metric, opt["num_threads"], name, rt.ledger)
         c1, k1 = usage()
         _row(name, result.score, improvement(base.per_example, result.per_example), c1 - c0, k1 - k0,

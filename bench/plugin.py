@@ -1,7 +1,7 @@
 """Time the exported OpenCode plugin (nearest-demos.js) on a large demo bank.
 
-    python bench/plugin.py              # 1,000 demos, 200 turns
-    python bench/plugin.py --demos 5000 --turns 500
+    python -m bench.plugin              # 1,000 demos, 200 turns
+    python -m bench.plugin --demos 5000 --turns 500
 
 Builds a bank of N demos from the sample sessions (their step rows, repeated with extra task
 words so every entry differs), writes it with the plugin to a temp folder, and runs node: the
@@ -22,15 +22,14 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from lib.agent import to_example  # noqa: E402
-from lib.examples import Filters, build  # noqa: E402
-from lib.opencode import plugin  # noqa: E402
-from lib.redact import Redactor  # noqa: E402
-from lib.session import Session  # noqa: E402
-from lib.sources import read_all  # noqa: E402
-from lib.sources.common import Rejected  # noqa: E402
+from lib.program.agent import to_example
+from lib.data.examples import Filters, build
+from lib.opencode import plugin
+from lib.data.redact import Redactor
+from lib.data.session import Session
+from lib.data.sources import read_all
+from lib.data.sources.common import Rejected
 
 RUNNER = r"""
 import { readFileSync } from "node:fs"

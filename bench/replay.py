@@ -1,6 +1,6 @@
 """Replay benchmark: the sample test steps as OpenCode sends them, for several ways of shipping the agent.
 
-    python bench/replay.py [--steps 20] [--only default,text,turns,used_tools]
+    python -m bench.replay [--steps 20] [--only default,text,turns,used_tools]
 
 Rows: OpenCode's default prompt; the exported agent with its worked examples as text in the system
 prompt (what the agent config ships); the same examples as earlier chat turns (what a plugin could
@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import dspy  # noqa: E402
+import dspy
 
-from lib import lm as L  # noqa: E402
-from lib import params as P  # noqa: E402
-from lib import toolcalls  # noqa: E402
-from lib.opencode import render  # noqa: E402
-from lib.opencode import replay as R  # noqa: E402
-from lib.opencode.export import agent_prompt, export_settings, load_program, read_json  # noqa: E402
-from lib.runtime import load_rows  # noqa: E402
+from lib.models import ledger as LG
+from lib.models import llama as LL
+from lib.models import settings as S
+from lib.config import params as P
+from lib.models import toolcalls
+from lib.opencode import render
+from lib.opencode import replay as R
+from lib.opencode.agent import agent_prompt, export_settings, load_program, read_json
+from lib.program.runtime import load_rows
 
 
 def main() -> None:
@@ -43,12 +42,12 @@ def main() -> None:
     program = load_program(read_json("outputs/program.json", "run `dvc repro optimize` first"))
     test = load_rows("test", args.steps, p["data"]["random_seed"])
     student_cfg = {**p["models"]["student"]}
-    L.check_reachable("student", student_cfg)
+    S.check_reachable("student", student_cfg)
     if args.no_cache:
         dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
     else:
-        L.configure_cache(P.ROOT)
-    student = R.make_student("student", student_cfg, L.Ledger(), p["replay"]["context_window"])
+        S.configure_cache(P.ROOT)
+    student = R.make_student("student", student_cfg, LG.Ledger(), p["replay"]["context_window"])
     weights = p["replay"]["metric_weights"]
 
     used_off = R.unused_tools(load_rows("train"))
@@ -81,7 +80,7 @@ def main() -> None:
               f"| {s['over_context']} | {s['prompt_tokens_mean']:.0f} | {per_call:.1f} | {top} |", flush=True)
 
     if student_cfg["provider"] == "local":  # real calls straight to the engine, never from the cache
-        llama = L.load_llama(L.local_model_path())
+        llama = LL.load_llama(S.local_model_path())
         setup = rows["text"]
         timings = {}
         for label, reset in (("prefix reused", False), ("no reuse", True)):
@@ -92,9 +91,9 @@ def main() -> None:
                 if reset:
                     llama.reset()  # forget the cached prefix: every call decodes the whole prompt
                 started = time.perf_counter()
-                with L._llama_lock:
+                with LL._llama_lock:
                     toolcalls.complete(llama, request["messages"], request["tools"], "auto",
-                                       student_cfg["max_tokens"], {"temperature": 0.0, "seed": L.LOCAL_SEED})
+                                       student_cfg["max_tokens"], {"temperature": 0.0, "seed": S.LOCAL_SEED})
                 times.append(time.perf_counter() - started)
             timings[label] = times
         print("\n| prompt prefix | first call s | later calls, mean s |\n|---|---|---|")

@@ -22,11 +22,11 @@ from typing import Any
 
 import yaml
 
-from lib import params as P
-from lib.errors import UserError
-from lib.lm import cache_dir, check_reachable, local_model_path
+from lib.config import params as P
+from lib.core.errors import UserError
+from lib.models.settings import cache_dir, check_reachable, local_model_path
 from lib.models import engine
-from lib.params import ROOT, ParamsError
+from lib.config.params import ROOT, ParamsError
 
 # A DVC experiment name becomes a git ref, so it must be a valid ref component.
 _EXP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -103,8 +103,8 @@ def validate(params_file: Path = P.PARAMS_FILE, overrides: dict[str, Any] | None
 
 
 def _check_logs(data: Any, report: Report) -> None:
-    from lib.sources import read_all
-    from lib.sources.common import Rejected
+    from lib.data.sources import read_all
+    from lib.data.sources.common import Rejected
 
     if not isinstance(data, dict) or not isinstance(data.get("session_logs_dir"), str):
         report.problem("data.session_logs_dir: missing; set it to the folder holding your session logs")

@@ -4,13 +4,13 @@ Writes metrics/baseline.json (scores: a function of inputs and params), metrics/
 (per-example scores) and metrics/baseline_usage.json (calls, cache hits, tokens, cost: may change on
 a re-run). A failed run writes none of them.
 """
-from lib import params as P
-from lib.agent import Agent
-from lib.errors import run_stage
-from lib.evaluate import evaluate
-from lib.files import write_json
-from lib.metric import Metric
-from lib.runtime import load_rows, start, usage_report
+from lib.config import params as P
+from lib.program.agent import Agent
+from lib.core.errors import run_stage
+from lib.scoring.evaluate import evaluate
+from lib.core.files import write_json
+from lib.scoring.metric import Metric
+from lib.program.runtime import load_rows, start, usage_report
 
 
 def main() -> None:

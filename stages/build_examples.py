@@ -1,9 +1,9 @@
 """build_examples: data/parsed/sessions.jsonl -> data/examples/examples.jsonl (+ metrics/examples.json)."""
-from lib import params as P
-from lib.errors import UserError, run_stage
-from lib.example_set import build_file
-from lib.examples import Filters
-from lib.files import write_json
+from lib.config import params as P
+from lib.core.errors import UserError, run_stage
+from lib.data.build_examples import build_file
+from lib.data.examples import Filters
+from lib.core.files import write_json
 
 SESSIONS = "data/parsed/sessions.jsonl"
 

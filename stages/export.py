@@ -9,12 +9,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lib import params as P
+from lib.config import params as P
 from lib.charts import write_comparison_chart
-from lib.errors import UserError, run_stage
-from lib.files import read_jsonl, write_json, write_text
-from lib.opencode.export import agent_prompt, comparison_rows, export_settings, load_program, load_scores, \
-    newest_session_date, read_json, render
+from lib.core.errors import UserError, run_stage
+from lib.core.files import read_jsonl, write_json, write_text
+from lib.export.files import comparison_rows, load_scores, newest_session_date, render_files
+from lib.opencode.agent import agent_prompt, export_settings, load_program, read_json
 
 OUT_DIR = Path("outputs/prompts")
 SESSIONS = "data/parsed/sessions.jsonl"  # only the newest session date is read, for the file headers
@@ -35,7 +35,7 @@ def main() -> None:
                          main_student)
     if not Path(SESSIONS).is_file():
         raise UserError(f"{SESSIONS} not found; {RERUN}")
-    files = render(settings, program, scores, newest_session_date(read_jsonl(SESSIONS)))
+    files = render_files(settings, program, scores, newest_session_date(read_jsonl(SESSIONS)))
 
     # Build the folder beside the old one and swap it in, so files of formats no longer chosen vanish
     # and a reader never sees half an export.

@@ -8,12 +8,13 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from lib import params as P
+from lib.config import params as P
 from lib.charts import write_bar_chart
-from lib.errors import UserError, run_stage
-from lib.files import write_json
-from lib.opencode import live, shape
-from lib.opencode.export import agent_entry, agent_prompt, export_settings, load_program, model_slug, read_json
+from lib.core.errors import UserError, run_stage
+from lib.core.files import write_json
+from lib.opencode import live
+from lib.tools import shape
+from lib.opencode.agent import agent_entry, agent_prompt, export_settings, load_program, model_slug, read_json
 
 RERUN = "run `dvc repro` to create it"
 WORKROOT = Path(".cache/live")  # scratch repos and homes, reused at fixed paths (see lib/opencode/live.py)

@@ -4,21 +4,15 @@ Writes outputs/program.json (instructions and demos), metrics/optimized.json (sc
 inputs and params), metrics/optimized_examples.json and metrics/optimized_usage.json (calls, cache
 hits, tokens, cost: may change on a re-run). A failed run writes none of them.
 """
-import contextlib
 import json
 
-import dspy
-
-from lib import params as P
-from lib.agent import Agent
-from lib.errors import run_stage
-from lib.evaluate import evaluate, improvement
-from lib.files import write_json
-from lib.metric import Metric
-from lib.agent import to_example
-from lib.opencode.selection import deployed_selection
-from lib.optimize import optimize
-from lib.runtime import load_rows, save_program, start, usage_report
+from lib.config import params as P
+from lib.core.errors import run_stage
+from lib.core.files import write_json
+from lib.optimize.compile import compile_program
+from lib.program.runtime import load_rows, save_program, start, usage_report
+from lib.scoring.evaluate import evaluate, improvement
+from lib.scoring.metric import Metric
 
 
 def main() -> None:
@@ -28,16 +22,10 @@ def main() -> None:
     metric = Metric.from_params(opt)
     train_rows = load_rows("train", opt["max_train_examples"], seed)
     val_rows = load_rows("val", opt["max_val_examples"], seed)
-    train, val = [to_example(r) for r in train_rows], [to_example(r) for r in val_rows]
     name = opt["optimizer"]
-    # Selection on val: the replay score of the agent as OpenCode sends it, or the offline composite.
-    deployed = opt["select_on"] == "replay"
-    adapter, select_metric = deployed_selection(p, train_rows + val_rows, rt.ledger) if deployed else (None, metric)
-    print(f"optimize: {name} on {len(train)} train / {len(val)} val examples, selecting on the "
-          f"{'replay' if deployed else 'offline'} score")
-    with dspy.context(adapter=adapter) if deployed else contextlib.nullcontext():
-        program = optimize(name, opt[name], Agent(), train, val, select_metric, rt.teacher, rt.student,
-                           opt["num_threads"], seed, ledger=rt.ledger)
+    print(f"optimize: {name} on {len(train_rows)} train / {len(val_rows)} val examples, selecting on the "
+          f"{opt['select_on']} score")
+    program = compile_program(p, rt, train_rows, val_rows)
 
     result = evaluate(program, load_rows("test"), metric, opt["num_threads"], "optimized", rt.ledger)
     rt.ledger.check()

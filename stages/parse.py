@@ -1,10 +1,10 @@
 """parse: session logs -> data/parsed/sessions.jsonl (+ rejected.jsonl, metrics/parse.json)."""
 from pathlib import Path
 
-from lib import params as P
-from lib.errors import run_stage
-from lib.files import write_json
-from lib.ingest import SessionFilter, parse
+from lib.config import params as P
+from lib.core.errors import run_stage
+from lib.core.files import write_json
+from lib.data.ingest import SessionFilter, parse
 
 
 def main() -> None:

@@ -5,13 +5,13 @@ prompts' scores, components, destructive and over-context counts, prompt tokens,
 difference with its 95% CI), per-step scores for the plots, a picture of the comparison
 (metrics/replay.svg), and the chosen agent config that export ships.
 """
-from lib import params as P
+from lib.config import params as P
 from lib.charts import write_replay_chart
-from lib.errors import run_stage
-from lib.files import write_json
-from lib.opencode.export import load_program, read_json
+from lib.core.errors import run_stage
+from lib.core.files import write_json
+from lib.opencode.agent import load_program, read_json
 from lib.opencode.replay import run
-from lib.runtime import load_rows
+from lib.program.runtime import load_rows
 
 RERUN = "run `dvc repro` to create it"
 

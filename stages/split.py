@@ -1,8 +1,8 @@
 """split: data/examples/examples.jsonl -> data/splits/{train,val,test}.jsonl (+ metrics/split.json)."""
-from lib import params as P
-from lib.errors import run_stage
-from lib.files import write_json
-from lib.split import SPLITS, split_file
+from lib.config import params as P
+from lib.core.errors import run_stage
+from lib.core.files import write_json
+from lib.data.split import SPLITS, split_file
 
 EXAMPLES = "data/examples/examples.jsonl"
 

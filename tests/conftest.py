@@ -46,7 +46,7 @@ def _serve_llama(smollm_path: Path, log: Path, *extra: str):
             [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm_path), "--host", "127.0.0.1",
              "--port", str(port), "--n_ctx", "8192", "--model_alias", "smollm2", "--n_threads", "2", *extra],
             stdout=out, stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})  # see lib/lm.py: no spinning beside the tests
+            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})  # see lib/models/__init__.py: no spinning beside the tests
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 90

@@ -175,11 +175,11 @@ class Loopback:
 
 def sample_step_rows() -> list[dict[str, Any]]:
     """Step rows from the shipped sample sessions, redacted and filtered as the pipeline's defaults do."""
-    from lib.examples import Filters, build
-    from lib.redact import Redactor
-    from lib.session import Session
-    from lib.sources import read_all
-    from lib.sources.common import Rejected
+    from lib.data.examples import Filters, build
+    from lib.data.redact import Redactor
+    from lib.data.session import Session
+    from lib.data.sources import read_all
+    from lib.data.sources.common import Rejected
 
     sessions = [Session.from_dict(Redactor().value(item.to_dict()))
                 for _, item in read_all(SAMPLES) if not isinstance(item, Rejected)]

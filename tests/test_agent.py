@@ -10,10 +10,10 @@ import dspy  # noqa: E402
 import pytest  # noqa: E402
 from dspy.utils import DummyLM  # noqa: E402
 
-from lib.agent import (  # noqa: E402
+from lib.program.agent import (  # noqa: E402
     GOLD_KEY, Agent, CompactJSONAdapter, NextAction, parse_action, parse_plan, to_example)
-from lib.examples import INPUT_FIELDS  # noqa: E402
-from lib.metric import Metric  # noqa: E402
+from lib.data.examples import INPUT_FIELDS  # noqa: E402
+from lib.scoring.metric import Metric  # noqa: E402
 
 ADAPTER = CompactJSONAdapter()
 EMPTY = {"reasoning": "", "plan": "", "next_action": ""}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.errors import UserError
+from lib.core.errors import UserError
 from lib.models import catalog
 from tests.conftest import ROOT, need
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lib.errors import UserError
+from lib.core.errors import UserError
 from lib.models import catalog, chat
-from lib.opencode import shape
+from lib.tools import shape
 from tests.conftest import need
 
 TOOLS = [{"type": "function", "function": {"name": n, "description": f"the {n} tool",

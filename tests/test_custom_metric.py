@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from helpers import PYTHON, env, make_project, run_data_stages, run_stage
-from lib import custom_metric
-from lib.errors import UserError
-from lib.metric import CUSTOM, Metric
+from lib.config import custom_metric
+from lib.core.errors import UserError
+from lib.scoring.metric import CUSTOM, Metric
 from test_metric import WEIGHTS, example, pred
 
 pytestmark = pytest.mark.timeout(1800)  # the real-model test, on 2 shared cores
@@ -99,7 +99,7 @@ def test_wrong_names_and_signatures_say_the_fix(user_module, spec, says):
 
 
 def test_the_metric_needs_offline_selection(user_module):
-    from lib import params as P
+    from lib.config import params as P
     with pytest.raises(UserError, match="set select_on: offline to select with your metric"):
         P.load(overrides={"optimization.metric": f"{user_module}:tool_match", "optimization.select_on": "replay"})
     P.load(overrides={"optimization.metric": f"{user_module}:tool_match", "optimization.select_on": "offline"})

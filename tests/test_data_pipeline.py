@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from helpers import PYTHON, ROOT, env, load_json, read_jsonl
-from lib.examples import INPUT_FIELDS, OUTPUT_FIELDS
+from lib.data.examples import INPUT_FIELDS, OUTPUT_FIELDS
 
 DATA_STAGES = ("parse", "build_examples", "split")
 OUTPUTS = (

@@ -1,4 +1,4 @@
-"""lib/evaluate.py directly: scoring with the embedded model (one thread and several), failed examples
+"""lib/scoring/evaluate.py directly: scoring with the embedded model (one thread and several), failed examples
 against a real failing server, the paired bootstrap CI, `improvement` (zero baseline, failed pairs),
 and the progress display off a terminal."""
 from __future__ import annotations
@@ -10,12 +10,14 @@ import dspy
 import pytest
 
 from helpers import Loopback, completion, error
-from lib import lm as L
-from lib.agent import Agent, CompactJSONAdapter
-from lib.errors import UserError
-from lib.evaluate import Failed, attempt, evaluate, improvement, paired_bootstrap_ci, summarize
-from lib.metric import Metric
-from lib.runtime import Progress
+from lib.models import ledger as LG
+from lib.models import lm as L
+from lib.models import settings as S
+from lib.program.agent import Agent, CompactJSONAdapter
+from lib.core.errors import UserError
+from lib.scoring.evaluate import Failed, attempt, evaluate, improvement, paired_bootstrap_ci, summarize
+from lib.scoring.metric import Metric
+from lib.program.runtime import Progress
 
 METRIC = Metric({"tool_validity": 3, "plan_coherence": 2, "first_action": 2, "reasoning_quality": 1, "efficiency": 1})
 
@@ -41,7 +43,7 @@ ROWS = [
 @pytest.fixture
 def project_cache(tmp_path):
     before = dspy.cache
-    L.configure_cache(tmp_path)
+    S.configure_cache(tmp_path)
     yield tmp_path
     dspy.cache = before
 
@@ -55,7 +57,7 @@ def server_cfg(url: str, **over) -> dict:
 
 @pytest.mark.timeout(300)
 def test_evaluate_embedded_model_one_thread_and_several_agree(smollm_path, project_cache):
-    ledger = L.Ledger()
+    ledger = LG.Ledger()
     lm = L.make_lm("student", {"provider": "local", "model": "smollm2-135m", "api_base": None, "api_key_env": None,
                                "temperature": 0.0, "max_tokens": 16, "timeout": 60, "num_retries": 0}, ledger)
     with dspy.context(lm=lm, adapter=CompactJSONAdapter()):
@@ -82,7 +84,7 @@ def test_empty_split_is_a_user_error():
 def test_failed_example_is_left_out_and_counted(project_cache):
     server = Loopback(lambda i: error(500) if i == 1 else completion())
     try:
-        ledger = L.Ledger(max_failed_calls=1)
+        ledger = LG.Ledger(max_failed_calls=1)
         with dspy.context(lm=L.make_lm("student", server_cfg(server.url), ledger), adapter=CompactJSONAdapter()):
             result = evaluate(Agent(), ROWS, METRIC, 1, "eval", ledger)
     finally:
@@ -98,26 +100,26 @@ def test_failed_example_is_left_out_and_counted(project_cache):
 def test_failure_beyond_the_limit_stops_with_the_fix(project_cache):
     server = Loopback(lambda i: error(500))
     try:
-        ledger = L.Ledger(max_failed_calls=0)
+        ledger = LG.Ledger(max_failed_calls=0)
         with dspy.context(lm=L.make_lm("student", server_cfg(server.url), ledger), adapter=CompactJSONAdapter()):
-            with pytest.raises(L.TooManyFailures) as err:
+            with pytest.raises(LG.TooManyFailures) as err:
                 evaluate(Agent(), ROWS, METRIC, 1, "eval", ledger)
             # The stage is failing: later calls are refused at once, without reaching the server.
-            with pytest.raises(L.TooManyFailures):
+            with pytest.raises(LG.TooManyFailures):
                 attempt(lambda: Agent()(**ROWS[2]["inputs"]))
     finally:
         server.close()
     message = str(err.value)
     assert server.url in message and "server error" in message and "max_failed_calls = 0" in message
     assert server.posts == 1
-    with pytest.raises(L.TooManyFailures):
+    with pytest.raises(LG.TooManyFailures):
         ledger.check()
 
 
 def test_attempt_returns_failed_within_the_limit(project_cache):
     server = Loopback(lambda i: error(429, {"Retry-After": "0"}))
     try:
-        ledger = L.Ledger(max_failed_calls=2)
+        ledger = LG.Ledger(max_failed_calls=2)
         lm = L.make_lm("student", server_cfg(server.url), ledger)
         out = attempt(lambda: lm(messages=[{"role": "user", "content": "hi"}]))
     finally:
@@ -173,7 +175,7 @@ def test_improvement_pairs_only_examples_answered_in_both():
 
 def test_progress_prints_plain_lines_every_n_items():
     out = io.StringIO()
-    ledger = L.Ledger()
+    ledger = LG.Ledger()
     with Progress("eval", 25, ledger, every=10, out=out) as progress:
         for _ in range(25):
             progress.update()

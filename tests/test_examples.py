@@ -7,10 +7,10 @@ import json
 import pytest
 
 from helpers import FIXTURES, SAMPLES, load_json, sample_files
-from lib.examples import INPUT_FIELDS, OUTPUT_FIELDS, Filters, build, with_earlier_steps
-from lib.session import Session
-from lib.sources.common import clean_task, iso_to_ms
-from lib.sources.plugin import to_session
+from lib.data.examples import INPUT_FIELDS, OUTPUT_FIELDS, Filters, build, with_earlier_steps
+from lib.data.session import Session
+from lib.data.sources.common import clean_task, iso_to_ms
+from lib.data.sources.plugin_logger import to_session
 
 BIG = 10**6  # no history or field limit
 

@@ -1,4 +1,4 @@
-"""lib/opencode/export.py, lib/opencode/render.py and the export stage: every OpenCode file format, safe worked examples, model naming."""
+"""lib/export/files.py, lib/opencode/render.py and the export stage: every OpenCode file format, safe worked examples, model naming."""
 from __future__ import annotations
 
 import json
@@ -13,12 +13,13 @@ import json5
 import pytest
 import yaml
 
-from lib.opencode import export as E
+from lib.export import files as E
+from lib.opencode import agent as A
 from lib.opencode import render as R
 from helpers import shipped_params, sample_step_rows
-from lib.agent import Agent, to_example
-from lib.errors import UserError
-from lib.redact import Redactor
+from lib.program.agent import Agent, to_example
+from lib.core.errors import UserError
+from lib.data.redact import Redactor
 
 ROOT = Path(__file__).resolve().parent.parent
 # Absolute paths of the machines that build, train and test this project.
@@ -30,11 +31,11 @@ def student(provider: str = "local", model: str = "smollm2-135m", **over) -> dic
             "max_tokens": 192, "timeout": 120, "num_retries": 2, **over}
 
 
-def settings(formats=E.FORMATS, max_examples: int = 3, **over) -> E.ExportSettings:
+def settings(formats=E.FORMATS, max_examples: int = 3, **over) -> A.ExportSettings:
     values = dict(agent="build", mode="primary", formats=tuple(formats), max_examples=max_examples,
                   student=student(), opencode_model=None)
     values.update(over)
-    return E.ExportSettings(**values)
+    return A.ExportSettings(**values)
 
 
 SCORES = E.Scores(baseline=0.125, optimized=0.5, n=40, optimizer="labeled", demos=16, ci95=(0.1, 0.6),
@@ -60,8 +61,8 @@ def program_state(rows, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def program(program_state) -> E.Program:
-    return E.load_program(program_state)
+def program(program_state) -> A.Program:
+    return A.load_program(program_state)
 
 
 def front_matter(text: str) -> tuple[dict, str]:
@@ -82,7 +83,7 @@ def assert_safe(name: str, text: str) -> None:
 # ----------------------------------------------------------------------------------- all formats
 
 def test_every_format_is_written_and_parses(program):
-    files = E.render(settings(), program, SCORES, "2025-11-19")
+    files = E.render_files(settings(), program, SCORES, "2025-11-19")
     assert set(files) == {"opencode-build-smollm2-135m.jsonc", "OPTIMIZED_BUILD.md", "smollm2-135m-optimized.txt",
                           "agents/build-smollm2-135m.md", "USAGE_GUIDE_build.md", "plugin/nearest-demos.js",
                           "plugin/nearest-demos.json"}
@@ -129,7 +130,7 @@ def test_prompt_carries_instructions_tool_guidance_and_examples(program):
 def test_optimized_instructions_are_exported(program_state):
     state = json.loads(json.dumps(program_state))
     state["predict"]["signature"]["instructions"] = "Prefer grep before read. Keep each call small."
-    files = E.render(settings(), E.load_program(state), SCORES, None)
+    files = E.render_files(settings(), A.load_program(state), SCORES, None)
     for name in ("smollm2-135m-optimized.txt", "OPTIMIZED_BUILD.md", "agents/build-smollm2-135m.md"):
         assert "Prefer grep before read. Keep each call small." in files[name]
     assert "Prefer grep before read." in json5.loads(files["opencode-build-smollm2-135m.jsonc"])["agent"][
@@ -145,7 +146,7 @@ def test_no_examples_when_max_examples_is_zero(program):
 @pytest.mark.parametrize("formats", [("template",), ("agent_config", "usage_guide"),
                                      ("markdown_agent", "instructions")])
 def test_formats_select_the_files(program, formats):
-    files = E.render(settings(formats), program, SCORES, "2025-11-19")
+    files = E.render_files(settings(formats), program, SCORES, "2025-11-19")
     names = E.file_names("build", "smollm2-135m")
     assert set(files) == {names[f] for f in formats}
     if "usage_guide" in formats:
@@ -155,7 +156,7 @@ def test_formats_select_the_files(program, formats):
 
 
 def test_usage_guide_commands(program):
-    guide = E.render(settings(), program, SCORES, "2025-11-19")["USAGE_GUIDE_build.md"]
+    guide = E.render_files(settings(), program, SCORES, "2025-11-19")["USAGE_GUIDE_build.md"]
     for command in ("opencode debug agent build-smollm2-135m", "opencode run --agent build-smollm2-135m",
                     "OPENCODE_CONFIG=", ".opencode/agents/", "dvc repro", "python -m llama_cpp.server",
                     "\"instructions\": [\"OPTIMIZED_BUILD.md\"]", "{file:./prompts/smollm2-135m-optimized.txt}"):
@@ -175,7 +176,7 @@ def test_usage_guide_commands(program):
     ("::", "model"),
 ])
 def test_model_slug(model_id, slug):
-    assert E.model_slug(model_id) == slug
+    assert A.model_slug(model_id) == slug
     assert not set(slug) & set(":/\\ ")
 
 
@@ -189,7 +190,7 @@ def test_model_slug(model_id, slug):
     (student("ollama", "qwen2.5-coder:1.5b"), "lmstudio/qwen2.5-coder-1.5b", "lmstudio/qwen2.5-coder-1.5b", None),
 ])
 def test_opencode_model_per_provider(cfg, override, model, provider_id):
-    target = E.opencode_target(cfg, override)
+    target = A.opencode_target(cfg, override)
     assert target.model == model
     if provider_id is None:
         assert target.provider_block is None
@@ -201,7 +202,7 @@ def test_opencode_model_per_provider(cfg, override, model, provider_id):
 
 
 def test_ollama_files_are_named_without_colons(program):
-    files = E.render(settings(student=student("ollama", "qwen2.5-coder:1.5b")), program, SCORES, None)
+    files = E.render_files(settings(student=student("ollama", "qwen2.5-coder:1.5b")), program, SCORES, None)
     assert set(files) == {"opencode-build-qwen2.5-coder-1.5b.jsonc", "OPTIMIZED_BUILD.md",
                           "qwen2.5-coder-1.5b-optimized.txt", "agents/build-qwen2.5-coder-1.5b.md",
                           "USAGE_GUIDE_build.md", "plugin/nearest-demos.js", "plugin/nearest-demos.json"}
@@ -211,7 +212,7 @@ def test_ollama_files_are_named_without_colons(program):
 
 
 def test_api_key_is_referenced_never_written():
-    target = E.opencode_target(student("openai-compatible", "m", api_base="http://h:1/v1", api_key_env="VLLM_KEY"),
+    target = A.opencode_target(student("openai-compatible", "m", api_base="http://h:1/v1", api_key_env="VLLM_KEY"),
                                None)
     assert target.provider_block["local"]["options"]["apiKey"] == "{env:VLLM_KEY}"
 
@@ -265,7 +266,7 @@ def test_selection_prefers_first_steps_distinct_tools_and_short_tasks():
 
 def test_program_errors_name_the_file():
     with pytest.raises(UserError, match="outputs/program.json"):
-        E.load_program({"metadata": {}})
+        A.load_program({"metadata": {}})
     with pytest.raises(UserError, match="metrics/optimized.json"):
         E.load_scores({"score": 0.1}, {"score": 57})
 
@@ -298,7 +299,7 @@ def test_stage_writes_outputs_deterministically(program_state, tmp_path):
     (tmp_path / "data" / "parsed" / "sessions.jsonl").write_text(
         json.dumps({"id": "s", "time_created": 1763566723778, "turns": []}) + "\n")
     params = shipped_params()
-    shipped = E.agent_prompt(E.export_settings(params, ["webfetch"]), E.load_program(program_state))
+    shipped = A.agent_prompt(A.export_settings(params, ["webfetch"]), A.load_program(program_state))
     write_replay(tmp_path, shipped, ["webfetch"])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 

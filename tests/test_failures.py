@@ -20,11 +20,13 @@ import yaml
 
 from conftest import _free_port
 from helpers import HANG, Loopback, completion, error, make_project, read_jsonl, run_data_stages, run_stage
-from lib import lm as L
-from lib.agent import Agent, CompactJSONAdapter
-from lib.errors import UserError
-from lib.evaluate import evaluate
-from lib.metric import Metric
+from lib.models import ledger as LG
+from lib.models import lm as L
+from lib.models import settings as S
+from lib.program.agent import Agent, CompactJSONAdapter
+from lib.core.errors import UserError
+from lib.scoring.evaluate import evaluate
+from lib.scoring.metric import Metric
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -88,7 +90,7 @@ def n_test(project: Path) -> int:
 
 def failing(kind: str = "timeout"):
     def call():
-        raise L.ModelCallFailed(f"models.student: {kind}", role="student", kind=kind)
+        raise LG.ModelCallFailed(f"models.student: {kind}", role="student", kind=kind)
     return call
 
 
@@ -97,39 +99,39 @@ def answered():
 
 
 def test_ledger_allows_max_failed_calls_and_resets_the_run_of_failures_on_an_answer():
-    ledger = L.Ledger(max_failed_calls=3)
+    ledger = LG.Ledger(max_failed_calls=3)
     for _ in range(2):
-        with pytest.raises(L.ModelCallFailed):
+        with pytest.raises(LG.ModelCallFailed):
             ledger.run("student", failing(), lambda: None)
     ledger.run("student", answered, lambda: None)  # an answer ends the run of failures
-    with pytest.raises(L.ModelCallFailed):
+    with pytest.raises(LG.ModelCallFailed):
         ledger.run("student", failing(), lambda: None)
     ledger.check()
-    with pytest.raises(L.TooManyFailures, match=r"4 failed model call\(s\); optimization.max_failed_calls = 3"):
+    with pytest.raises(LG.TooManyFailures, match=r"4 failed model call\(s\); optimization.max_failed_calls = 3"):
         ledger.run("student", failing(), lambda: None)
-    with pytest.raises(L.TooManyFailures):  # stopped: nothing more is tried
+    with pytest.raises(LG.TooManyFailures):  # stopped: nothing more is tried
         ledger.run("student", answered, lambda: None)
     assert ledger.failures() == 4 and ledger.totals()["failed"] == 4 and ledger.totals()["calls"] == 5
 
 
 def test_ledger_stops_after_three_failures_in_a_row_and_inside_optimizers_at_the_first():
-    ledger = L.Ledger(max_failed_calls=100)
+    ledger = LG.Ledger(max_failed_calls=100)
     for _ in range(2):
-        with pytest.raises(L.ModelCallFailed):
+        with pytest.raises(LG.ModelCallFailed):
             ledger.run("student", failing(), lambda: None)
-    with pytest.raises(L.TooManyFailures, match="3 model calls in a row failed"):
+    with pytest.raises(LG.TooManyFailures, match="3 model calls in a row failed"):
         ledger.run("student", failing(), lambda: None)
 
-    strict = L.Ledger(max_failed_calls=100)
+    strict = LG.Ledger(max_failed_calls=100)
     with strict.strict():
-        with pytest.raises(L.TooManyFailures, match="during optimization stops the stage"):
+        with pytest.raises(LG.TooManyFailures, match="during optimization stops the stage"):
             strict.run("teacher", failing("server error"), lambda: None)
-    with pytest.raises(L.TooManyFailures):
+    with pytest.raises(LG.TooManyFailures):
         strict.check()  # an optimizer that swallowed it cannot hide it
 
 
 def test_other_errors_are_not_counted_as_model_failures():
-    ledger = L.Ledger()
+    ledger = LG.Ledger()
     with pytest.raises(TypeError):
         ledger.run("student", lambda: (_ for _ in ()).throw(TypeError("bug")), lambda: None)
     ledger.check()
@@ -286,13 +288,13 @@ def test_llama_server_killed_mid_run_fails_naming_it_and_the_rerun_reuses_answer
     metric = Metric({"tool_validity": 3, "plan_coherence": 2, "first_action": 2, "reasoning_quality": 1,
                      "efficiency": 1})
     before = dspy.cache
-    L.configure_cache(tmp_path)
+    S.configure_cache(tmp_path)
     log = tmp_path / "server.log"
     server, url = start_llama(smollm_path, log)
     try:
         settings = {"provider": "openai-compatible", "model": "smollm2", "api_base": url, "api_key_env": None,
                     "temperature": 0.0, "max_tokens": 24, "timeout": 60, "num_retries": 1}
-        ledger = L.Ledger()
+        ledger = LG.Ledger()
         with dspy.context(lm=L.make_lm("student", settings, ledger), adapter=CompactJSONAdapter()):
             with pytest.raises(UserError) as err:
                 evaluate(KillServerBefore(2, server), rows, metric, 1, "baseline", ledger)
@@ -303,7 +305,7 @@ def test_llama_server_killed_mid_run_fails_naming_it_and_the_rerun_reuses_answer
         # Restarted (on another port: the address is not part of the cache key), the re-run pays
         # only for the examples not answered before.
         server, url = start_llama(smollm_path, log)
-        ledger = L.Ledger()
+        ledger = LG.Ledger()
         with dspy.context(lm=L.make_lm("student", {**settings, "api_base": url}, ledger),
                           adapter=CompactJSONAdapter()):
             result = evaluate(Agent(), rows, metric, 1, "baseline", ledger)

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ROOT, need
 from helpers import PYTHON, env, make_project, read_jsonl
-from lib.errors import UserError
+from lib.core.errors import UserError
 from lib.opencode import live
 
 TASKS = ROOT / "data" / "live" / "tasks"
@@ -110,8 +110,8 @@ def test_real_opencode_accepts_the_run_config(tmp_path: Path) -> None:
 def _live_project(tmp_path: Path, tasks: list[str], extra_task: dict | None = None) -> Path:
     """A project copy set up for the live stage: a program, the agent replay chose, the task files, and
     links to this checkout's OpenCode CLI and built engine (nothing is rebuilt per test)."""
-    from lib.agent import Agent
-    from lib.opencode.export import agent_prompt, export_settings, load_program
+    from lib.program.agent import Agent
+    from lib.opencode.agent import agent_prompt, export_settings, load_program
 
     project = make_project(tmp_path / "project")
     (project / "node_modules").symlink_to(ROOT / "node_modules")

@@ -1,4 +1,4 @@
-"""lib/lm.py: provider mapping, keys, reachability, ledger and budget, the embedded model, a real server."""
+"""lib/models (settings, ledger, llama, lm): provider mapping, keys, reachability, ledger and budget, the embedded model, a real server."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,11 @@ from types import SimpleNamespace
 import dspy
 import pytest
 
-from lib import lm as L
-from lib.errors import UserError
+from lib.models import ledger as LG
+from lib.models import llama as LL
+from lib.models import lm as L
+from lib.models import settings as S
+from lib.core.errors import UserError
 
 
 def cfg(provider: str, model: str = "m", api_base: str | None = None, api_key_env: str | None = None,
@@ -26,7 +29,7 @@ def no_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A project root with no .env, and none of the usual key variables set."""
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "MY_KEY"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(L, "ROOT", tmp_path)
+    monkeypatch.setattr(S, "ROOT", tmp_path)
     return tmp_path
 
 
@@ -34,7 +37,7 @@ def no_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def project_cache(tmp_path: Path):
     """DSPy's cache in a throw-away project; the process-wide cache is restored afterwards."""
     before = dspy.cache
-    path = L.configure_cache(tmp_path)
+    path = S.configure_cache(tmp_path)
     yield path
     dspy.cache = before
 
@@ -46,42 +49,42 @@ def project_cache(tmp_path: Path):
     (cfg("anthropic", "claude-3-5-haiku-latest", api_key_env="MY_KEY"), "anthropic/claude-3-5-haiku-latest",
      {"api_key": "sk-1"}),
     (cfg("openai-compatible", "qwen", api_base="http://gpu:8000/v1/"), "openai/qwen",
-     {"api_base": "http://gpu:8000/v1", "api_key": L.NO_KEY}),
+     {"api_base": "http://gpu:8000/v1", "api_key": S.NO_KEY}),
     (cfg("openai-compatible", "qwen", api_base="http://gpu:8000/v1", api_key_env="MY_KEY"), "openai/qwen",
      {"api_base": "http://gpu:8000/v1", "api_key": "sk-1"}),
     (cfg("ollama", "qwen2.5-coder:1.5b"), "ollama_chat/qwen2.5-coder:1.5b",
      {"api_base": "http://localhost:11434"}),
     (cfg("ollama", "llama3", api_base="http://box:11434"), "ollama_chat/llama3", {"api_base": "http://box:11434"}),
     (cfg("ollama", "llama3", api_base="http://box:11434/v1"), "openai/llama3",
-     {"api_base": "http://box:11434/v1", "api_key": L.NO_KEY}),
+     {"api_base": "http://box:11434/v1", "api_key": S.NO_KEY}),
 ])
 def test_litellm_settings_per_provider(settings, model, extra, no_dotenv, monkeypatch):
     monkeypatch.setenv("MY_KEY", "sk-1")
     monkeypatch.setenv("OPENAI_API_KEY", "ambient-must-not-leak")
-    name, kwargs = L.litellm_settings(settings, role="student")
+    name, kwargs = S.litellm_settings(settings, role="student")
     assert name == model
     assert kwargs == {"temperature": 0.0, "max_tokens": 8, "timeout": 30, "num_retries": 1, **extra}
 
 
 def test_native_ollama_without_key_sends_none(no_dotenv):
-    _, kwargs = L.litellm_settings(cfg("ollama", "llama3"))
+    _, kwargs = S.litellm_settings(cfg("ollama", "llama3"))
     assert "api_key" not in kwargs
 
 
 def test_local_is_not_a_litellm_model():
     with pytest.raises(UserError, match="in-process"):
-        L.litellm_settings(cfg("local"), role="teacher")
+        S.litellm_settings(cfg("local"), role="teacher")
 
 
 def test_openai_compatible_needs_api_base():
     with pytest.raises(UserError, match=r"models\.teacher\.api_base.*http://localhost:8000/v1"):
-        L.litellm_settings(cfg("openai-compatible"), role="teacher")
+        S.litellm_settings(cfg("openai-compatible"), role="teacher")
 
 
 def test_make_lm_builds_dspy_lm_with_timeout_and_retries(no_dotenv, monkeypatch):
     monkeypatch.setenv("MY_KEY", "sk-1")
     lm = L.make_lm("teacher", cfg("anthropic", "claude-x", api_key_env="MY_KEY", timeout=12, num_retries=4),
-                   L.Ledger())
+                   LG.Ledger())
     assert isinstance(lm, dspy.LM)
     assert lm.model == "anthropic/claude-x"
     assert lm.num_retries == 4
@@ -93,7 +96,7 @@ def test_make_lm_builds_dspy_lm_with_timeout_and_retries(no_dotenv, monkeypatch)
 
 def test_missing_key_names_variable_role_and_fix(no_dotenv):
     with pytest.raises(UserError) as err:
-        L.litellm_settings(cfg("openai", "gpt-4o-mini", api_key_env="OPENAI_API_KEY"), role="teacher")
+        S.litellm_settings(cfg("openai", "gpt-4o-mini", api_key_env="OPENAI_API_KEY"), role="teacher")
     message = str(err.value)
     assert "models.teacher" in message and "$OPENAI_API_KEY" in message
     assert "export OPENAI_API_KEY=" in message and str(no_dotenv / ".env") in message
@@ -101,16 +104,16 @@ def test_missing_key_names_variable_role_and_fix(no_dotenv):
 
 def test_hosted_provider_with_null_key_env_fails(no_dotenv):
     with pytest.raises(UserError, match=r"models\.student\.api_key_env is null.*ANTHROPIC_API_KEY"):
-        L.check_reachable("student", cfg("anthropic", "claude-x"))
+        S.check_reachable("student", cfg("anthropic", "claude-x"))
 
 
 def test_key_from_dotenv_and_environment_wins(no_dotenv, monkeypatch):
     (no_dotenv / ".env").write_text("# keys\nMY_KEY=from-dotenv\nOTHER=x\n")
     settings = cfg("openai", "gpt-4o-mini", api_key_env="MY_KEY")
-    assert L.litellm_settings(settings)[1]["api_key"] == "from-dotenv"
-    L.check_reachable("teacher", settings)  # key present: passes without any network
+    assert S.litellm_settings(settings)[1]["api_key"] == "from-dotenv"
+    S.check_reachable("teacher", settings)  # key present: passes without any network
     monkeypatch.setenv("MY_KEY", "from-env")
-    assert L.litellm_settings(settings)[1]["api_key"] == "from-env"
+    assert S.litellm_settings(settings)[1]["api_key"] == "from-env"
 
 
 # ---------------------------------------------------------------- ledger and budget
@@ -123,7 +126,7 @@ def result(hit: bool = False, prompt: int = 10, completion: int = 5, cost: float
 
 
 def test_ledger_counts_real_calls_and_hits_separately():
-    ledger = L.Ledger()
+    ledger = LG.Ledger()
     ledger.run("student", lambda: result(), lambda: None)
     ledger.run("student", lambda: result(hit=True), lambda: None)
     ledger.run("teacher", lambda: result(cost=None, prompt=7), lambda: None)
@@ -138,7 +141,7 @@ def test_ledger_counts_real_calls_and_hits_separately():
 
 
 def test_budget_refuses_the_call_that_would_exceed_it():
-    ledger = L.Ledger(max_calls=2)
+    ledger = LG.Ledger(max_calls=2)
     made = []
 
     def call():
@@ -147,7 +150,7 @@ def test_budget_refuses_the_call_that_would_exceed_it():
 
     ledger.run("student", call, lambda: None)
     ledger.run("teacher", call, lambda: None)
-    with pytest.raises(L.BudgetExceeded) as err:
+    with pytest.raises(LG.BudgetExceeded) as err:
         ledger.run("student", call, lambda: None)
     assert len(made) == 2  # the refused call never ran
     assert isinstance(err.value, UserError)
@@ -156,12 +159,12 @@ def test_budget_refuses_the_call_that_would_exceed_it():
     # A cache hit is still served once the budget is spent, and is not a call.
     ledger.run("student", call, lambda: result(hit=True))
     assert ledger.summary()["lm_usage"]["total"]["calls"] == 2
-    with pytest.raises(L.BudgetExceeded):
+    with pytest.raises(LG.BudgetExceeded):
         ledger.check()
 
 
 def test_failed_calls_count_against_the_budget():
-    ledger = L.Ledger(max_calls=1)
+    ledger = LG.Ledger(max_calls=1)
 
     def boom():
         raise TimeoutError("slow server")
@@ -169,12 +172,12 @@ def test_failed_calls_count_against_the_budget():
     with pytest.raises(TimeoutError):
         ledger.run("student", boom, lambda: None)
     assert ledger.summary()["lm_usage"]["student"]["failed_calls"] == 1
-    with pytest.raises(L.BudgetExceeded):
+    with pytest.raises(LG.BudgetExceeded):
         ledger.run("student", lambda: result(), lambda: None)
 
 
 def test_budget_holds_under_threads():
-    ledger = L.Ledger(max_calls=5)
+    ledger = LG.Ledger(max_calls=5)
     gate = threading.Barrier(12)
     outcomes = []
 
@@ -183,7 +186,7 @@ def test_budget_holds_under_threads():
         try:
             ledger.run("student", lambda: result(), lambda: None)
             outcomes.append("ok")
-        except L.BudgetExceeded:
+        except LG.BudgetExceeded:
             outcomes.append("refused")
 
     threads = [threading.Thread(target=worker) for _ in range(12)]
@@ -207,14 +210,14 @@ def closed_port() -> int:
 def test_unreachable_server_names_provider_address_and_fix(provider, base, no_dotenv):
     address = f"http://127.0.0.1:{closed_port()}{base}"
     with pytest.raises(UserError) as err:
-        L.check_reachable("student", cfg(provider, "smollm2", api_base=address))
+        S.check_reachable("student", cfg(provider, "smollm2", api_base=address))
     message = str(err.value)
     assert f"cannot reach the {provider} server at {address}" in message
     assert "ollama serve" in message and "models.student.api_base" in message
 
 
 def test_server_gone_mid_run_is_a_user_error(no_dotenv, project_cache):
-    ledger = L.Ledger()
+    ledger = LG.Ledger()
     address = f"http://127.0.0.1:{closed_port()}/v1"
     lm = L.make_lm("student", cfg("openai-compatible", "smollm2", api_base=address, num_retries=0), ledger)
     with pytest.raises(UserError, match=f"cannot reach the openai-compatible server at {address}"):
@@ -258,34 +261,34 @@ def fake_server():
 def test_unknown_model_lists_served_models(fake_server, no_dotenv):
     base, _ = fake_server
     with pytest.raises(UserError) as err:
-        L.check_reachable("teacher", cfg("openai-compatible", "gpt-4o", api_base=base + "/v1"))
+        S.check_reachable("teacher", cfg("openai-compatible", "gpt-4o", api_base=base + "/v1"))
     assert "unknown model 'gpt-4o'" in str(err.value) and "llama3:8b, qwen" in str(err.value)
-    L.check_reachable("teacher", cfg("openai-compatible", "qwen", api_base=base + "/v1"))
+    S.check_reachable("teacher", cfg("openai-compatible", "qwen", api_base=base + "/v1"))
 
 
 def test_ollama_native_checks_api_tags(fake_server, no_dotenv, monkeypatch):
     base, seen = fake_server
-    L.check_reachable("student", cfg("ollama", "llama3", api_base=base))  # llama3 = llama3:latest
+    S.check_reachable("student", cfg("ollama", "llama3", api_base=base))  # llama3 = llama3:latest
     with pytest.raises(UserError, match=r"unknown model 'mistral'.*llama3:latest, qwen2.5-coder:1.5b.*ollama pull"):
-        L.check_reachable("student", cfg("ollama", "mistral", api_base=base))
+        S.check_reachable("student", cfg("ollama", "mistral", api_base=base))
     monkeypatch.setenv("MY_KEY", "sk-9")
-    L.check_reachable("student", cfg("openai-compatible", "qwen", api_base=base + "/v1", api_key_env="MY_KEY"))
+    S.check_reachable("student", cfg("openai-compatible", "qwen", api_base=base + "/v1", api_key_env="MY_KEY"))
     assert seen[0][0] == "/api/tags" and seen[-1] == ("/v1/models", "Bearer sk-9")
     with pytest.raises(UserError, match="HTTP 404"):
-        L.check_reachable("student", cfg("ollama", "llama3", api_base=base + "/nowhere/v1"))
+        S.check_reachable("student", cfg("ollama", "llama3", api_base=base + "/nowhere/v1"))
 
 
 # ---------------------------------------------------------------- the embedded model
 
 def test_configure_cache_lives_in_the_project(tmp_path, project_cache):
-    assert project_cache == tmp_path / ".cache" / "dspy" == L.cache_dir(tmp_path)
+    assert project_cache == tmp_path / ".cache" / "dspy" == S.cache_dir(tmp_path)
     assert dspy.cache.disk_cache_dir == str(project_cache) and dspy.cache.enable_memory_cache
 
 
 @pytest.mark.timeout(120)
 def test_local_lm_real_call_returns_text_and_usage(smollm_path, project_cache):
-    L.check_reachable("student", cfg("local"))
-    ledger = L.Ledger()
+    S.check_reachable("student", cfg("local"))
+    ledger = LG.Ledger()
     lm = L.make_lm("student", cfg("local", max_tokens=6), ledger)
     assert isinstance(lm, dspy.BaseLM)
     out = lm("Name one colour.")
@@ -299,7 +302,7 @@ def test_local_lm_real_call_returns_text_and_usage(smollm_path, project_cache):
 
 @pytest.mark.timeout(180)
 def test_local_sampling_is_reproducible(smollm_path, project_cache):
-    ledger = L.Ledger()
+    ledger = LG.Ledger()
     lm = L.make_lm("teacher", cfg("local", temperature=1.0, max_tokens=8), ledger)
     first = lm("Write a word.", cache=False)
     again = lm("Write a word.", cache=False)
@@ -309,7 +312,7 @@ def test_local_sampling_is_reproducible(smollm_path, project_cache):
 
 @pytest.mark.timeout(180)
 def test_cache_hit_makes_no_model_call_even_in_a_new_process(smollm_path, tmp_path, project_cache, monkeypatch):
-    ledger = L.Ledger(max_calls=1)
+    ledger = LG.Ledger(max_calls=1)
     lm = L.make_lm("student", cfg("local", max_tokens=6), ledger)
     first = lm("Say yes.")
     made = ledger.summary()["lm_usage"]["student"]
@@ -317,17 +320,17 @@ def test_cache_hit_makes_no_model_call_even_in_a_new_process(smollm_path, tmp_pa
     def no_model(self, request):
         raise AssertionError("the model was called for a cached request")
 
-    monkeypatch.setattr(L.LlamaEngine, "complete", no_model)
+    monkeypatch.setattr(LL.LlamaEngine, "complete", no_model)
     assert lm("Say yes.") == first
     # A fresh cache object on the same folder stands for a re-run in a new process.
-    L.configure_cache(tmp_path)
+    S.configure_cache(tmp_path)
     assert lm("Say yes.") == first
     s = ledger.summary()["lm_usage"]["student"]
     assert s["calls"] == 1 and s["cache_hits"] == 2
     assert s["prompt_tokens"] == made["prompt_tokens"]  # hits add no real-call tokens...
     assert s["cached_prompt_tokens"] == 2 * made["prompt_tokens"] > 0  # ...but are reported as served
     # The budget (1 call) is spent: hits are still served, a new request is refused.
-    with pytest.raises(L.BudgetExceeded, match="max_lm_calls = 1"):
+    with pytest.raises(LG.BudgetExceeded, match="max_lm_calls = 1"):
         lm("Say no.")
 
 
@@ -344,7 +347,7 @@ def test_local_lm_state_round_trip():
     assert "model_path" not in json.dumps(state)
     back = dspy.BaseLM.load_state(state, allow_custom_lm_class=True)
     assert isinstance(back, L.LocalLM) and back.kwargs["max_tokens"] == 11 and back.num_retries == 2
-    assert back.model == L.LOCAL_MODEL
+    assert back.model == S.LOCAL_MODEL
 
 
 # ---------------------------------------------------------------- a real OpenAI-compatible server
@@ -360,10 +363,10 @@ class WholeReplyAdapter(dspy.ChatAdapter):
 @pytest.mark.timeout(400)
 def test_openai_compatible_end_to_end(llama_server, project_cache, no_dotenv):
     settings = cfg("openai-compatible", "smollm2", api_base=llama_server, max_tokens=24)
-    L.check_reachable("student", settings)
+    S.check_reachable("student", settings)
     with pytest.raises(UserError, match="unknown model 'gpt-4o'.*serves smollm2"):
-        L.check_reachable("student", {**settings, "model": "gpt-4o"})
-    ledger = L.Ledger(max_calls=10)
+        S.check_reachable("student", {**settings, "model": "gpt-4o"})
+    ledger = LG.Ledger(max_calls=10)
     lm = L.make_lm("student", settings, ledger)
     predict = dspy.Predict("question -> answer")
     with dspy.context(lm=lm, adapter=WholeReplyAdapter()):
@@ -385,11 +388,11 @@ def test_local_answer_does_not_depend_on_earlier_requests(smollm_path, project_c
     prefix = "Here are notes about a project.\n" + "\n".join(
         f"Note {i}: the file src/module_{i}.py defines function handler_{i} used by the CLI." for i in range(40))
     first, second = prefix + "\nWhich file defines handler_7?", prefix + "\nWhich file defines handler_31?"
-    lm = L.make_lm("student", cfg("local", max_tokens=24), L.Ledger())
+    lm = L.make_lm("student", cfg("local", max_tokens=24), LG.Ledger())
     a1 = lm(first, cache=False)
     b_after_a = lm(second, cache=False)
     a2 = lm(first, cache=False)
-    L.load_llama(L.local_model_path()).reset()  # nothing cached: a fresh start
+    LL.load_llama(S.local_model_path()).reset()  # nothing cached: a fresh start
     b_fresh = lm(second, cache=False)
     assert a1 == a2
     assert b_after_a == b_fresh

@@ -11,9 +11,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network for 
 import dspy  # noqa: E402
 import pytest  # noqa: E402
 
-from lib.agent import to_example  # noqa: E402
-from lib.metric import COMPONENTS, Metric, arg_similarity, components, composite, lcs_length  # noqa: E402
-from lib.tools import DEFAULT_TOOLS  # noqa: E402
+from lib.program.agent import to_example  # noqa: E402
+from lib.scoring.metric import COMPONENTS, Metric, arg_similarity, components, composite, lcs_length  # noqa: E402
+from lib.tools.facts import DEFAULT_TOOLS  # noqa: E402
 
 WEIGHTS = {"tool_validity": 3, "plan_coherence": 2, "first_action": 2, "reasoning_quality": 1, "efficiency": 1}
 TOOLS = list(DEFAULT_TOOLS)
@@ -278,3 +278,28 @@ def test_example_without_gold_falls_back_to_its_outputs() -> None:
     ex = dspy.Example(task=TASK, context=CONTEXT, history="", tools=", ".join(TOOLS), steps_so_far="",
                       plan=json.dumps(GOLD_PLAN), next_action=json.dumps(GOLD_ACTION)).with_inputs("task")
     assert METRIC(ex, pred()) == pytest.approx(1.0)
+
+
+# --- tool facts: one source with replay ------------------------------------------------------------
+
+def test_required_arguments_are_opencodes_schema() -> None:
+    from lib.tools import shape
+    from lib.tools.facts import KEY_ARGS, OLDER_REQUIRED_ARGS, required_args
+
+    for tool in shape.data()["tools"]:
+        params = tool["function"]["parameters"]
+        name = tool["function"]["name"]
+        assert list(required_args()[name]) == params.get("required", [])
+        assert set(KEY_ARGS[name]) <= set(params["properties"]), name  # a key argument is a real one
+    assert not set(OLDER_REQUIRED_ARGS) & set(shape.tool_names())  # the recorded schema is the only source
+
+
+def test_a_call_valid_in_replay_is_valid_offline() -> None:
+    """OpenCode 1.18.33's bash has command, timeout and workdir: a call without a description is valid."""
+    from lib.tools import shape
+
+    call = {"tool": "bash", "args": {"command": "pytest -q"}}
+    assert shape.validate_call("bash", call["args"]) == []
+    assert comp(pred(action=call))["tool_validity"] == 1.0
+    missing = {"tool": "edit", "args": {"filePath": "src/auth.py"}}
+    assert shape.validate_call("edit", missing["args"]) and comp(pred(action=missing))["tool_validity"] < 1.0

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.opencode import export as E
+from lib.export import files as E
+from lib.opencode import agent as A
 from lib.opencode import render as R
 
 INSTRUCTIONS = ("You are OpenCode, a coding agent. Choose the one tool call that best moves the task forward. "
@@ -23,7 +24,7 @@ def _demo(task: str, tool: str, args: dict, plan: list[str]) -> dict:
             "plan": json.dumps(plan)}
 
 
-PROGRAM = E.Program(INSTRUCTIONS, [
+PROGRAM = A.Program(INSTRUCTIONS, [
     _demo("Fix the failing test in tests/test_api.py", "bash",
           {"command": "pytest -q tests/test_api.py", "description": "Run the failing test"}, ["bash", "read", "edit"]),
     _demo("Rename parse_row to parse_record", "grep", {"pattern": "parse_row", "include": "*.py"}, ["grep", "edit"]),
@@ -33,10 +34,10 @@ SCORES = E.Scores(baseline=0.1, optimized=0.4, n=20, optimizer="labeled", demos=
 
 
 def settings(provider: str = "ollama", model: str = "qwen2.5-coder:1.5b", temperature: float = 0.2,
-             mode: str = "primary", **student) -> E.ExportSettings:
+             mode: str = "primary", **student) -> A.ExportSettings:
     cfg = {"provider": provider, "model": model, "api_base": None, "api_key_env": None, "temperature": temperature,
            "max_tokens": 256, "timeout": 60, "num_retries": 1, **student}
-    return E.ExportSettings(agent="build", mode=mode, formats=E.FORMATS, max_examples=3, student=cfg,
+    return A.ExportSettings(agent="build", mode=mode, formats=E.FORMATS, max_examples=3, student=cfg,
                             opencode_model=None)
 
 
@@ -93,7 +94,7 @@ def assert_our_agent(agent: dict | None, text: str, name: str, prompt: str, prov
 
 
 def test_agent_config_resolves_in_opencode(opencode, tmp_path):
-    files = E.render(settings(), PROGRAM, SCORES, "2025-11-19")
+    files = E.render_files(settings(), PROGRAM, SCORES, "2025-11-19")
     proj = project(tmp_path)
     (proj / "opencode.jsonc").write_text(files["opencode-build-qwen2.5-coder-1.5b.jsonc"], encoding="utf-8")
     agent, text = opencode.agent(proj, "build-qwen2.5-coder-1.5b")
@@ -104,7 +105,7 @@ def test_agent_config_resolves_in_opencode(opencode, tmp_path):
 
 
 def test_markdown_agent_resolves_in_opencode(opencode, tmp_path):
-    files = E.render(settings(), PROGRAM, SCORES, "2025-11-19")
+    files = E.render_files(settings(), PROGRAM, SCORES, "2025-11-19")
     proj = project(tmp_path)
     agents = proj / ".opencode" / "agents"
     agents.mkdir(parents=True)
@@ -122,9 +123,9 @@ def test_markdown_agent_resolves_in_opencode(opencode, tmp_path):
 def test_guide_commands_work_with_the_provider_block(opencode, tmp_path, provider, model, extra, provider_id):
     """As the usage guide says: the provider block in opencode.json, the agent through OPENCODE_CONFIG."""
     s = settings(provider, model, temperature=0.0, **extra)
-    files = E.render(s, PROGRAM, SCORES, None)
-    slug = E.model_slug(model)
-    target = E.opencode_target(s.student, None)
+    files = E.render_files(s, PROGRAM, SCORES, None)
+    slug = A.model_slug(model)
+    target = A.opencode_target(s.student, None)
     proj = project(tmp_path)
     (proj / "opencode.json").write_text(json.dumps({"$schema": E.SCHEMA_URL, "provider": target.provider_block}))
     exported = tmp_path / "prompts"
@@ -139,7 +140,7 @@ def test_guide_commands_work_with_the_provider_block(opencode, tmp_path, provide
 
 
 def test_instructions_file_is_accepted(opencode, tmp_path):
-    files = E.render(settings(), PROGRAM, SCORES, None)
+    files = E.render_files(settings(), PROGRAM, SCORES, None)
     proj = project(tmp_path)
     (proj / "OPTIMIZED_BUILD.md").write_text(files["OPTIMIZED_BUILD.md"], encoding="utf-8")
     (proj / "opencode.json").write_text(json.dumps({"$schema": E.SCHEMA_URL, "instructions": ["OPTIMIZED_BUILD.md"]}))
@@ -149,7 +150,7 @@ def test_instructions_file_is_accepted(opencode, tmp_path):
 
 
 def test_broken_config_is_reported_invalid(opencode, tmp_path):
-    files = E.render(settings(), PROGRAM, SCORES, None)
+    files = E.render_files(settings(), PROGRAM, SCORES, None)
     broken = files["opencode-build-qwen2.5-coder-1.5b.jsonc"].replace('"temperature": 0.2', '"temperature": "hot"')
     assert broken != files["opencode-build-qwen2.5-coder-1.5b.jsonc"]
     proj = project(tmp_path)

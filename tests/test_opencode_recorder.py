@@ -1,4 +1,4 @@
-"""The recording endpoint (lib/opencode/recorder.py) as a real OpenAI client sees it."""
+"""The recording endpoint (devtools/recorder.py) as a real OpenAI client sees it."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import urllib.request
 import openai
 import pytest
 
-from lib.opencode.recorder import Recorder, ToolCall, is_title_request
+from devtools.recorder import Recorder, ToolCall, is_title_request
 
 
 def client(rec: Recorder) -> openai.OpenAI:

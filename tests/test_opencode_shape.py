@@ -1,4 +1,4 @@
-"""OpenCode's request shape as recorded from the real binary (lib/opencode/shape.py), and the drift
+"""OpenCode's request shape as recorded from the real binary (lib/tools/shape.py), and the drift
 check: regenerating it with the pinned `opencode` must give the committed data file byte for byte."""
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from lib.opencode import capture, shape
-from lib.opencode.capture import data_path
-from lib.opencode.recorder import ToolCall
+from devtools import capture
+from lib.tools import shape
+from devtools.capture import data_path
+from devtools.recorder import ToolCall
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "capture_opencode_request.py"

@@ -1,4 +1,4 @@
-"""Every optimizer, once, on the embedded model, through lib.optimize.optimize as the optimize stage
+"""Every optimizer, once, on the embedded model, through lib.optimize.optimizers.optimize as the optimize stage
 calls it: real teacher and student calls, a tiny budget (2 train / 2 val examples, smallest settings).
 
 Each run checks that the optimizer ran with the teacher where it has one, that no call failed, and that
@@ -12,12 +12,14 @@ import dspy
 import pytest
 
 from helpers import make_project, read_jsonl, run_data_stages, shipped_params
-from lib import lm as L
-from lib.agent import Agent, CompactJSONAdapter, to_example
-from lib.metric import Metric
-from lib.optimize import OPTIMIZERS, optimize
-from lib.params import ParamsError, validate
-from lib.runtime import save_program
+from lib.models import ledger as LG
+from lib.models import lm as L
+from lib.models import settings as S
+from lib.program.agent import Agent, CompactJSONAdapter, to_example
+from lib.scoring.metric import Metric
+from lib.optimize.optimizers import OPTIMIZERS, optimize
+from lib.config.params import ParamsError, validate
+from lib.program.runtime import save_program
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -87,9 +89,9 @@ def test_mipro_search_size_is_auto_or_both_numbers(mipro, message):
 def test_optimizer_runs_on_the_embedded_model(name, examples, shared_cache, tmp_path):
     train, val = examples
     before = dspy.cache
-    L.configure_cache(shared_cache)
+    S.configure_cache(shared_cache)
     try:
-        ledger = L.Ledger(max_calls=400)
+        ledger = LG.Ledger(max_calls=400)
         student = L.make_lm("student", local(0.0, 16), ledger)
         teacher = L.make_lm("teacher", local(0.7, 32), ledger)
         with dspy.context(lm=student, adapter=CompactJSONAdapter()):

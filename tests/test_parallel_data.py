@@ -8,12 +8,12 @@ import sqlite3
 from pathlib import Path
 
 from bench.sessions import write_logs
-from lib.example_set import build_file
-from lib.examples import Filters
-from lib.files import dumps, loads, read_jsonl
-from lib.ingest import SessionFilter, parse
-from lib.session import line_ids
-from lib.split import row_groups
+from lib.data.build_examples import build_file
+from lib.data.examples import Filters
+from lib.core.files import dumps, loads, read_jsonl
+from lib.data.ingest import SessionFilter, parse
+from lib.data.session import line_ids
+from lib.data.split import row_groups
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures"
@@ -87,7 +87,7 @@ def test_ids_of_lines_laid_out_otherwise_are_still_read(tmp_path):
 
 def test_collapsing_a_prefix_of_tool_output_cuts_it_the_same_as_collapsing_all_of_it():
     import random
-    from lib.examples import _cut, _squeeze
+    from lib.data.examples import _cut, _squeeze
     rnd = random.Random(3)
     words = ["a", "bb", "ccc", "x" * 50, " ", "  ", "\n", "\t\t", "é", "日本"]
     for _ in range(2000):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from helpers import shipped_params
-from lib import params as P
+from lib.config import params as P
 
 
 def test_shipped_params_file_validates():

@@ -2,7 +2,7 @@
 
 Each test runs the pinned `opencode run` in a throw-away HOME and project, with the plugin and a
 bank exported from the sample sessions in `.opencode/plugin/`, against a loopback endpoint that
-records every request body (lib.opencode.recorder). No model is involved.
+records every request body (devtools.recorder). No model is involved.
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from helpers import sample_step_rows
-from lib.agent import to_example
+from lib.program.agent import to_example
 from lib.opencode import plugin
-from lib.opencode.recorder import Recorder, ToolCall, is_title_request, system_text
+from devtools.recorder import Recorder, ToolCall, is_title_request, system_text
 
 pytestmark = pytest.mark.timeout(900)
 

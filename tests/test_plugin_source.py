@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from helpers import (BAD_FIXTURES, FIXTURES, load_json, make_project, read_jsonl, run_stage, sample_files)
-from lib.ingest import SessionFilter, parse
-from lib.schema import location, schema_errors
-from lib.sources import read_all
-from lib.sources.common import Rejected
-from lib.sources.plugin import PluginReader
+from lib.data.ingest import SessionFilter, parse
+from lib.core.schema import location, schema_errors
+from lib.data.sources import read_all
+from lib.data.sources.common import Rejected
+from lib.data.sources.plugin_logger import PluginReader
 
 SCHEMA = "plugin-dspy.schema.json"
 VALID = ("valid-current", "valid-legacy")

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from helpers import load_json, make_project, read_jsonl, run_data_stages, run_stage, sample_files
-from lib.redact import Redactor
+from lib.data.redact import Redactor
 
 # kind -> (text holding one secret of that kind, the text after redaction). All values are fake.
 SECRETS = {
@@ -201,7 +201,7 @@ def test_redact_false_keeps_the_secrets(tmp_path):
 
 def _reference_text(text: str, counts) -> str:
     """Redaction as the definition reads: every kind's pattern over the whole string, in order."""
-    from lib import redact as R
+    from lib.data import redact as R
     probe = Redactor()
     for kind in R._KINDS:
         text = kind.pattern.sub(lambda m, kind=kind: probe._replace(kind, m), text)
@@ -264,7 +264,7 @@ def test_fast_redaction_equals_running_each_pattern_in_turn():
 
 
 def test_json_line_equals_dumping_the_redacted_value():
-    from lib.files import dumps
+    from lib.core.files import dumps
     from bench.sessions import plugin_dspy, plugin_raw, _Gen
     values = [load_json(p) for p in sample_files()]
     values += [plugin_dspy(_Gen(i).session(i)) for i in range(6)] + [plugin_raw(_Gen(i).session(i)) for i in range(6)]
@@ -312,7 +312,7 @@ def test_code_read_with_line_numbers_keeps_them_around_a_secret():
                                  "CLIENT_SECRET", "x-api-key", "db_password", "refreshToken", "client_secret",
                                  "SERVICE_KEY", "passphrase"])
 def test_keys_that_name_a_secret(key):
-    from lib.redact import secret_key
+    from lib.data.redact import secret_key
     assert secret_key(key)
 
 
@@ -320,7 +320,7 @@ def test_keys_that_name_a_secret(key):
                                  "secretName", "key", "primary_key", "sort_key", "keyboard", "apiKeyHeader",
                                  "description", "filePath", "command", "tokens", "author"])
 def test_keys_that_only_mention_a_secret(key):
-    from lib.redact import secret_key
+    from lib.data.redact import secret_key
     assert not secret_key(key)
 
 

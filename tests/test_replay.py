@@ -16,11 +16,12 @@ import yaml
 
 from conftest import _free_port
 from helpers import make_project, read_jsonl, run_data_stages, run_stage
-from lib import lm as L
-from lib import toolcalls
-from lib.agent import Agent, to_example
+from lib.models import llama as LL
+from lib.models import toolcalls
+from lib.program.agent import Agent, to_example
 from lib.opencode import replay as R
-from lib.opencode import safety, shape
+from lib.opencode import safety
+from lib.tools import shape
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -156,7 +157,7 @@ def test_unused_tools_come_from_the_training_steps():
 # ------------------------------------------------------------------------------ the embedded model
 
 def test_embedded_model_answers_with_a_native_tool_call(smollm_path):
-    llama = L.load_llama(smollm_path)
+    llama = LL.load_llama(smollm_path)
     tools = shape.tool_definitions(("webfetch", "task", "skill", "todowrite", "write", "edit"))
     messages = [{"role": "system", "content": "You are a coding agent. Call a tool."},
                 {"role": "user", "content": "Find the files named *.py in this project"}]
@@ -227,6 +228,7 @@ def test_stage_replays_both_prompts_on_the_embedded_model_and_a_server(replay_pr
     assert len(steps) == 1 and {"id", "score", "tool", "gold_tool"} <= set(steps[0])
     usage = json.loads((project / "metrics" / "replay_usage.json").read_text())
     assert usage["lm_usage"]["total"]["calls"] == 4
+    assert usage["lm_calls"] == 4 and {"cache_hits", "prompt_tokens", "completion_tokens", "cost"} <= set(usage)
 
     # Unchanged re-run: every call is served from the cache.
     again = run_stage(project, "replay")

@@ -1,4 +1,4 @@
-"""lib/retrieval.py (BM25 demo picking, optimizer knn) and the exported plugin's scoring in node.
+"""lib/program/retrieval.py (BM25 demo picking, optimizer knn) and the exported plugin's scoring in node.
 
 The plugin must pick exactly what Python picks: the node tests run the shipped
 lib/opencode/nearest-demos.js on the same bank and queries and compare numbers exactly.
@@ -16,15 +16,16 @@ import pytest
 
 from conftest import need
 from helpers import sample_step_rows
-from lib.opencode import export as E
-from lib.agent import Agent, CompactJSONAdapter, to_example
-from lib.examples import _step_lines
-from lib.metric import Metric
-from lib.redact import Redactor
+from lib.export import files as E
+from lib.opencode import agent as A
+from lib.program.agent import Agent, CompactJSONAdapter, to_example
+from lib.data.examples import _step_lines
+from lib.scoring.metric import Metric
+from lib.data.redact import Redactor
 from lib.opencode import plugin
-from lib.optimize import optimize
-from lib.retrieval import Index, RetrievalAgent, fixed_ids, prompt_order, query_text, tokenize
-from lib.session import Action
+from lib.optimize.optimizers import optimize
+from lib.program.retrieval import Index, RetrievalAgent, fixed_ids, prompt_order, query_text, tokenize
+from lib.data.session import Action
 
 ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_JS = ROOT / "lib" / "opencode" / "nearest-demos.js"
@@ -127,7 +128,7 @@ def test_saved_program_keeps_bank_and_settings(rows, tmp_path):
     query = to_example(rows[30]).inputs()
     assert (again.k, again.fields) == (3, ("task",))
     assert [d["id"] for d in again.pick(query)] == [d["id"] for d in agent.pick(query)]
-    assert E.load_program(state).retrieval["k"] == 3
+    assert A.load_program(state).retrieval["k"] == 3
 
 
 def test_fixed_demos_come_first_and_are_never_among_the_nearest(rows, tmp_path):
@@ -152,7 +153,7 @@ def test_fixed_demos_come_first_and_are_never_among_the_nearest(rows, tmp_path):
     query = to_example(rows[41]).inputs()
     assert again.fixed == tuple(fixed)
     assert [d["id"] for d in again.pick(query)] == [d["id"] for d in agent.pick(query)]
-    program = E.load_program(state)
+    program = A.load_program(state)
     assert [str(d["id"]) for d in program.prompt_demos] == fixed
     assert len(program.bank_demos) == 28 and not {str(d["id"]) for d in program.bank_demos} & set(fixed)
 
@@ -167,7 +168,8 @@ def test_one_candidate_needs_no_model_call(rows):
 
 def test_knn_selects_on_val_with_the_embedded_model(rows, smollm_path, capsys):
     """Selection runs the real student on val for every (k, fields) pair and keeps the best."""
-    from lib.lm import Ledger, make_lm
+    from lib.models.ledger import Ledger
+    from lib.models.lm import make_lm
     model = {"provider": "local", "model": "smollm2-135m", "api_base": None, "api_key_env": None,
              "temperature": 0.0, "max_tokens": 48, "timeout": 120, "num_retries": 0}
     lm = make_lm("student", model, Ledger(max_calls=50))
@@ -245,7 +247,7 @@ def test_node_builds_the_turn_query_as_python_does(tmp_path):
         "const bank = core.parseBank(JSON.stringify(input.bank))\n"
         "process.stdout.write(JSON.stringify(core.turnQuery(bank, input.messages, '/proj/app')))\n"),
         {"bank": bank, "messages": messages})
-    # The training rows' own rendering of the same two calls (lib.examples).
+    # The training rows' own rendering of the same two calls (lib.data.examples).
     steps = "\n".join(_step_lines([
         Action("read", {"filePath": "/proj/app/calc.py", "limit": 20}, result="def add(a, b):\n    return a - b\n",
                status="ok"),
@@ -279,12 +281,12 @@ def test_plugin_without_a_usable_bank_adds_nothing_and_logs_why(tmp_path, conten
 
 
 def test_export_writes_the_plugin_and_its_bank(demos):
-    program = E.Program(instructions="Do it.", demos=demos, retrieval={"k": 2, "fields": ["task"]})
+    program = A.Program(instructions="Do it.", demos=demos, retrieval={"k": 2, "fields": ["task"]})
     scores = E.Scores(baseline=0.1, optimized=0.2, n=40, optimizer="knn", demos=len(demos))
-    settings = E.ExportSettings(agent="build", mode="primary", formats=("plugin", "usage_guide"), max_examples=3,
+    settings = A.ExportSettings(agent="build", mode="primary", formats=("plugin", "usage_guide"), max_examples=3,
                                 student={"provider": "local", "model": "smollm2-135m", "temperature": 0.0},
                                 opencode_model=None)
-    files = E.render(settings, program, scores, None)
+    files = E.render_files(settings, program, scores, None)
     assert files["plugin/nearest-demos.js"] == PLUGIN_JS.read_text(encoding="utf-8")
     bank = json.loads(files["plugin/nearest-demos.json"])
     assert bank["k"] == 2 and bank["fields"] == ["task"] and len(bank["demos"]) > 10

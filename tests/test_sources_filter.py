@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from helpers import FIXTURES, load_json, make_project, read_jsonl, run_stage
-from lib.ingest import SessionFilter
-from lib.session import Session, Turn
+from lib.data.ingest import SessionFilter
+from lib.data.session import Session, Turn
 
 
 def _session(project: str | None = "/repo", day: str | None = "2025-07-23", models: tuple[str | None, ...] = ("anthropic/claude-sonnet-4-5",)) -> Session:

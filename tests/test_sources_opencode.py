@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from lib.examples import derive_success
-from lib.files import read_jsonl
-from lib.ingest import SessionFilter, parse
-from lib.session import STATUS_ERROR, STATUS_OK, STATUS_UNKNOWN, Session
-from lib.sources import read_all, walk
-from lib.sources import opencode_db
-from lib.sources.common import Rejected
+from lib.data.examples import derive_success
+from lib.core.files import read_jsonl
+from lib.data.ingest import SessionFilter, parse
+from lib.data.session import STATUS_ERROR, STATUS_OK, STATUS_UNKNOWN, Session
+from lib.data.sources import read_all, walk
+from lib.data.sources import opencode_db
+from lib.data.sources.common import Rejected
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures" / "opencode"

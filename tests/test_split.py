@@ -11,9 +11,9 @@ import pytest
 
 from helpers import (FIXTURES, SAMPLES, SPLIT_FILES, load_json, make_project, read_jsonl, run_data_stages,
                      run_stage, sample_files, split_bytes)
-from lib.files import write_jsonl
-from lib.sources.plugin import to_session
-from lib.split import SPLITS, assign, root_of, split_file
+from lib.core.files import write_jsonl
+from lib.data.sources.plugin_logger import to_session
+from lib.data.split import SPLITS, assign, root_of, split_file
 
 RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
@@ -205,7 +205,7 @@ def test_split_file_copies_rows_unchanged_and_ends_the_last_one(tmp_path):
 def test_loaded_rows_carry_their_turns_earlier_calls(runs, monkeypatch):
     """What the replay stage sends as earlier tool calls: the same turn's earlier rows, in step order,
     also when a capped sample leaves some of those rows out."""
-    from lib.runtime import load_rows
+    from lib.program.runtime import load_rows
     monkeypatch.chdir(runs["shipped"])
     rows = load_rows("train")
     calls = {(r["session_id"], r["turn"], r["step"]): r["replay"]["call"] for r in rows}

@@ -7,8 +7,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from lib.files import read_jsonl
-from lib.ingest import SessionFilter, parse
+from lib.core.files import read_jsonl
+from lib.data.ingest import SessionFilter, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures"

@@ -33,7 +33,7 @@ def pattern(message: str) -> re.Pattern[str]:
 
 
 def _error(fn: Callable[[], object]) -> str:
-    from lib.errors import UserError
+    from lib.core.errors import UserError
     with pytest.raises(UserError) as err:
         fn()
     return str(err.value)
@@ -83,7 +83,7 @@ def override_unknown_key(tmp: Path) -> str:
 
 
 def local_with_api_base(tmp: Path) -> str:
-    from lib import params as P
+    from lib.config import params as P
     return _error(lambda: P.load(overrides={"models.student.api_base": "http://localhost:8000/v1"}))
 
 
@@ -118,31 +118,31 @@ def too_few_examples(tmp: Path) -> str:
 
 
 def split_empty(tmp: Path) -> str:
-    from lib.agent import Agent
-    from lib.evaluate import evaluate
-    from lib.metric import Metric
+    from lib.program.agent import Agent
+    from lib.scoring.evaluate import evaluate
+    from lib.scoring.metric import Metric
     return _error(lambda: evaluate(Agent(), [], Metric({"tool_validity": 1}), 1, "baseline"))
 
 
 def api_key_missing(tmp: Path) -> str:
-    from lib.lm import check_reachable
+    from lib.models.settings import check_reachable
     name = "TROUBLESHOOTING_TEST_KEY_UNSET"
     assert name not in os.environ
     return _error(lambda: check_reachable("teacher", _model("openai", api_key_env=name), root=tmp))
 
 
 def api_key_env_null(tmp: Path) -> str:
-    from lib.lm import check_reachable
+    from lib.models.settings import check_reachable
     return _error(lambda: check_reachable("teacher", _model("anthropic"), root=tmp))
 
 
 def server_unreachable(tmp: Path) -> str:
-    from lib.lm import check_reachable
+    from lib.models.settings import check_reachable
     return _error(lambda: check_reachable("student", _model("openai-compatible", api_base="http://127.0.0.1:9/v1")))
 
 
 def ollama_unreachable(tmp: Path) -> str:
-    from lib.lm import check_reachable
+    from lib.models.settings import check_reachable
     return _error(lambda: check_reachable("student", _model("ollama", api_base="http://127.0.0.1:9")))
 
 
@@ -163,7 +163,7 @@ def unknown_model(tmp: Path) -> str:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Models)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        from lib.lm import check_reachable
+        from lib.models.settings import check_reachable
         base = f"http://127.0.0.1:{server.server_address[1]}/v1"
         return _error(lambda: check_reachable(
             "student", _model("openai-compatible", model="qwen2.5-coder:1.5b", api_base=base)))
@@ -172,7 +172,7 @@ def unknown_model(tmp: Path) -> str:
 
 
 def budget(tmp: Path) -> str:
-    from lib.lm import Ledger
+    from lib.models.ledger import Ledger
     return _error(lambda: Ledger(max_calls=0).run("student", lambda: None, lambda: None))
 
 
@@ -191,7 +191,7 @@ def metric_no_module(tmp: Path) -> str:
 
 
 def metric_select_on(tmp: Path) -> str:
-    from lib import params as P
+    from lib.config import params as P
     _user_metric(tmp)
     (tmp / "doc_metrics.py").write_text("def ok(example, prediction, trace=None):\n    return 1.0\n")
     return _error(lambda: P.load(overrides={"optimization.metric": "doc_metrics:ok",
@@ -199,13 +199,13 @@ def metric_select_on(tmp: Path) -> str:
 
 
 def metric_signature(tmp: Path) -> str:
-    from lib import custom_metric
+    from lib.config import custom_metric
     _user_metric(tmp)
     return _error(lambda: custom_metric.load("doc_metrics:two"))
 
 
 def metric_range(tmp: Path) -> str:
-    from lib import custom_metric
+    from lib.config import custom_metric
     _user_metric(tmp)
     return _error(lambda: custom_metric.answer("doc_metrics:big", custom_metric.load("doc_metrics:big")(1, 2)))
 
@@ -215,7 +215,7 @@ def export_missing_input(tmp: Path) -> str:
 
 
 def export_replay_stale(tmp: Path) -> str:
-    from lib.agent import Agent
+    from lib.program.agent import Agent
     project = make_project(tmp)
     (project / "outputs").mkdir()
     Agent().save(str(project / "outputs" / "program.json"))
@@ -227,7 +227,7 @@ def export_replay_stale(tmp: Path) -> str:
 
 
 def disable_tools_unknown(tmp: Path) -> str:
-    from lib import params as P
+    from lib.config import params as P
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     params["export"]["disable_tools"] = ["list"]
     return _error(lambda: P.validate(params))

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from lib.errors import UserError
+from lib.core.errors import UserError
 
 CACHE_ENV = "OPL_MODEL_CACHE"
 DEFAULT_CACHE = Path("~/.cache/opencode-prompt-learn/models")

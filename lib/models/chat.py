@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib.errors import UserError
+from lib.core.errors import UserError
 
 LLAMA_CPP_COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"  # vendored in llama-cpp-python 0.3.36
 PARSERS = ("llama.cpp", "hermes-2-pro", "strict")

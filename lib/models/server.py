@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from lib.errors import UserError
+from lib.core.errors import UserError
 from lib.models import engine
 
 BINARY = "llama-server"

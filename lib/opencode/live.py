@@ -32,13 +32,15 @@ from typing import Any
 
 import yaml
 
-from lib.errors import UserError
-from lib.evaluate import paired_bootstrap_ci
+from lib.core.errors import UserError
+from lib.core.schema import schema_errors
+from lib.data.session import STATUS_ERROR, Session
+from lib.data.sources.opencode_db import OpenCodeDbReader, connect_readonly
+from lib.models import catalog, server
 from lib.models.chat import holds_call_text
+from lib.models.settings import check_reachable
 from lib.opencode import safety
-from lib.schema import schema_errors
-from lib.session import STATUS_ERROR, Session
-from lib.sources.opencode_db import OpenCodeDbReader, connect_readonly
+from lib.scoring.evaluate import paired_bootstrap_ci
 
 SCHEMA = "live-task.schema.json"
 DEFAULT_AGENT = "build"  # OpenCode's own default primary agent
@@ -371,8 +373,6 @@ def target_for(model: dict[str, Any], context: int, log_dir: Path, key: str = "l
     first use, run on loopback with --jinja so the model's own template parses its tool calls), or the
     user's own OpenAI-compatible server (Ollama, vLLM, LM Studio), checked before the first run."""
     if model["provider"] == "local":
-        from lib.models import catalog, server
-
         path = catalog.model_path(model.get("model"), model.get("model_path"))
         alias = model.get("model") or path.stem
         log = log_dir / f"llama-server-{re.sub(r'[^A-Za-z0-9_.-]', '_', alias)}.log"
@@ -383,8 +383,6 @@ def target_for(model: dict[str, Any], context: int, log_dir: Path, key: str = "l
     base = model["api_base"].rstrip("/")
     if model["provider"] == "ollama" and not base.endswith("/v1"):
         base += "/v1"  # OpenCode talks to Ollama through its OpenAI-compatible endpoint
-    from lib.lm import check_reachable
-
     check_reachable(key, {"provider": "openai-compatible", "model": model["model"], "api_base": base,
                           "api_key_env": model.get("api_key_env"), "temperature": 0.0, "max_tokens": 1,
                           "timeout": 10, "num_retries": 0})
@@ -396,6 +394,12 @@ def run_all(cfg: dict[str, Any], exported: dict[str, Any], exported_name: str, *
     """Every (model, agent, task, repeat) run. Runs are ordered agent by agent so that consecutive
     requests share OpenCode's system prompt and tool definitions, which the server decodes once."""
     tasks = load_tasks(Path(cfg["tasks_dir"]), cfg["tasks"])
+    for i, model in enumerate(cfg["models"]):  # every name checked before the first run
+        if model["provider"] == "local" and model.get("model"):
+            try:
+                catalog.entry(model["model"])
+            except UserError as exc:
+                raise UserError(f"live.models[{i}].model: {exc}") from None
     agents = agents_config(exported, exported_name, cfg["max_steps"], cfg["temperature"])
     names = {"opencode_default": DEFAULT_AGENT, "exported": exported_name}
     runs: list[Run] = []

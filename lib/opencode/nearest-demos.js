@@ -2,7 +2,7 @@
 // current task (BM25 over the task text and the steps taken so far) to the system prompt.
 //
 // Reads nearest-demos.json beside this file (written by the pipeline's export stage, format
-// `plugin`). Scoring mirrors lib/retrieval.py exactly: same tokens, the bank's own idf and
+// `plugin`). Scoring mirrors lib/program/retrieval.py exactly: same tokens, the bank's own idf and
 // length norms, query terms in sorted order, ties to the earlier bank entry. With no usable
 // bank, or OPENCODE_NEAREST_DEMOS=off, it adds nothing and OpenCode runs with the plain prompt.
 import { readFileSync } from "node:fs"

@@ -1,8 +1,8 @@
 """Export format `plugin`: an OpenCode plugin that adds the nearest learned examples to each turn.
 
 Two files for `.opencode/plugin/`: the plugin (nearest-demos.js, shipped as is) and its demo
-bank (nearest-demos.json: rendered demo texts and BM25 statistics from lib.retrieval, so the
-plugin does no rendering and picks exactly what `lib.retrieval.Index.from_bank(...).top_k` picks).
+bank (nearest-demos.json: rendered demo texts and BM25 statistics from lib.program.retrieval, so the
+plugin does no rendering and picks exactly what `lib.program.retrieval.Index.from_bank(...).top_k` picks).
 Only demos that render safely (relative paths, no secrets; see lib.opencode.render.worked_example) enter
 the bank.
 """
@@ -12,23 +12,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lib.examples import INPUT_FIELDS
-from lib.opencode import render as prompts
-from lib.retrieval import Index, bank, prompt_order, query_text
-from lib.tools import KEY_ARGS
+from lib.data.examples import INPUT_FIELDS
+from lib.opencode import render
+from lib.program.retrieval import Index, bank, prompt_order, query_text
+from lib.tools.facts import KEY_ARGS
 
 PLUGIN_SOURCE = Path(__file__).with_name("nearest-demos.js")
 PLUGIN_FILE = "plugin/nearest-demos.js"
 BANK_FILE = "plugin/nearest-demos.json"
-RESULT_CHARS = 120  # as lib.examples renders earlier results in steps_so_far
-HEADER = prompts.EXAMPLES_INTRO  # the same heading and words as the agent prompt's examples
+RESULT_CHARS = 120  # as lib.data.examples renders earlier results in steps_so_far
+HEADER = render.EXAMPLES_INTRO  # the same heading and words as the agent prompt's examples
 DEFAULT_FIELDS = ("task",)
 
 
 def demo_text(demo: dict[str, Any]) -> str | None:
     """One worked example exactly as the agent prompt shows it; None when it is unsafe or unusable to ship."""
-    ex = prompts.worked_example(demo)
-    return None if ex is None else prompts.demo_text(ex)
+    ex = render.worked_example(demo)
+    return None if ex is None else render.demo_text(ex)
 
 
 def demo_bank(demos: list[dict[str, Any]], retrieval: dict[str, Any] | None, default_k: int,

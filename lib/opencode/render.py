@@ -14,13 +14,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from lib.agent import INTERNAL_TOOLS, parse_action, parse_plan
-from lib.opencode import shape
-from lib.redact import Redactor
-from lib.tools import guidance_line
+from lib.core.paths import relativize
+from lib.data.examples import context_workdir
+from lib.program.agent import INTERNAL_TOOLS, parse_action, parse_plan
+from lib.tools import shape
+from lib.data.redact import Redactor
+from lib.tools.facts import guidance_line
 
 _MAX_EXAMPLE_ACTION_CHARS = 400  # longer calls (whole files, big edits) make poor examples
-_WORKDIR = re.compile(r"^working directory: (.+)$", re.M)
 _STEP_TOOL = re.compile(r"^\d+\. (\S+)", re.M)
 # A path of some machine: under a usual root (/home, /tmp, ...) or two or more segments deep
 # (/srv/app), or ~/..., or C:\... . Not URLs, not ./x or a/b, and not a one-segment route like /health.
@@ -44,20 +45,6 @@ class WorkedExample:
     done_before: list[str]  # tools already called in the task (empty for a first step)
 
 
-def relativize(value: Any, workdir: str | None) -> Any:
-    """Paths under the session's working directory become relative ones (the dir itself becomes '.')."""
-    if not workdir:
-        return value
-    if isinstance(value, str):
-        value = value.replace(workdir + "/", "")
-        return re.sub(re.escape(workdir) + r"(?![\w.-])", ".", value)
-    if isinstance(value, dict):
-        return {k: relativize(v, workdir) for k, v in value.items()}
-    if isinstance(value, list):
-        return [relativize(v, workdir) for v in value]
-    return value
-
-
 def unsafe(text: str) -> bool:
     """True when text must not be exported: a secret, a path of the training machine, a substitution."""
     if "[REDACTED" in text or _ABSOLUTE_PATH.search(text) or _SUBSTITUTION.search(text):
@@ -76,8 +63,7 @@ def worked_example(demo: dict[str, Any]) -> WorkedExample | None:
     plan = parse_plan(demo.get("plan")) or [action["tool"]]
     if plan[0] != action["tool"]:
         plan = [action["tool"], *plan]
-    match = _WORKDIR.search(str(demo.get("context") or ""))
-    workdir = match.group(1).strip().rstrip("/") if match else None
+    workdir = context_workdir(str(demo.get("context") or ""))
     task, action = relativize(task, workdir), relativize(action, workdir)
     done = _STEP_TOOL.findall(str(demo.get("steps_so_far") or ""))
     shown = task + "\n" + json.dumps(action, ensure_ascii=False) + "\n" + " ".join(plan + done)

@@ -7,7 +7,7 @@ with their results as tool messages, and OpenCode's native tool definitions (min
 agent disables) with `tool_choice: auto`. The student answers with native tool calling.
 
 A call is scored on: valid against OpenCode's own schema for that tool, the right tool, the right
-target (lib.metric.arg_similarity on the tool's key arguments); a destructive call (lib.opencode.safety)
+target (lib.scoring.metric.arg_similarity on the tool's key arguments); a destructive call (lib.opencode.safety)
 where the recorded step had none scores 0 and is counted. A request longer than the student's
 context window is not sent: it is counted and scores 0.
 """
@@ -22,19 +22,23 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lib import lm as L
-from lib import toolcalls
-from lib.errors import UserError
-from lib.evaluate import Failed, attempt, paired_bootstrap_ci
-from lib.metric import arg_similarity
-from lib.opencode import safety, shape
-from lib.opencode.export import agent_prompt, export_settings, opencode_target
+from lib.models import ledger as LG
+from lib.models import llama as LL
+from lib.models import lm as L
+from lib.models import settings as S
+from lib.models import toolcalls
+from lib.core.errors import UserError
+from lib.scoring.evaluate import Failed, attempt, paired_bootstrap_ci
+from lib.scoring.metric import arg_similarity
+from lib.opencode import safety
+from lib.tools import shape
+from lib.opencode.agent import agent_prompt, export_settings, opencode_target
 from lib.opencode.plugin import demo_bank, injected_text
-from lib.params import ROOT
-from lib.runtime import Progress
-from lib.tools import KEY_ARGS
+from lib.config.params import ROOT
+from lib.program.runtime import Progress, usage_report
+from lib.tools.facts import KEY_ARGS
 
-COMPONENTS = ("valid_call", "right_tool", "right_target")
+CALL_COMPONENTS = ("valid_call", "right_tool", "right_target")
 DEFAULT = "opencode_default"
 EXPORTED = "exported"
 PLATFORM = "linux"  # sessions do not record it; OpenCode writes process.platform
@@ -80,7 +84,7 @@ class Result:
         tokens = [r["prompt_tokens"] for r in recs]
         return {
             "score": _mean(r["score"] for r in recs),
-            "components": {c: _mean(r["components"][c] for r in recs) for c in COMPONENTS},
+            "components": {c: _mean(r["components"][c] for r in recs) for c in CALL_COMPONENTS},
             "n": n,
             "valid_call_rate": _mean(r["components"]["valid_call"] == 1 for r in recs),
             "right_tool_rate": _mean(r["components"]["right_tool"] == 1 for r in recs),
@@ -178,8 +182,8 @@ def score_call(row: dict[str, Any], setup: Setup, tool: str | None, args: Any,
     if harm and safety.destructive(gold["tool"], gold["args"], cwd):
         harm = None  # the recorded step did the same kind of thing
     blocked = bool(harm) and not safety.permitted(tool, args, setup.permission)
-    total = sum(weights.get(c, 0) for c in COMPONENTS)
-    score = 0.0 if harm or not total else sum(weights.get(c, 0) * components[c] for c in COMPONENTS) / total
+    total = sum(weights.get(c, 0) for c in CALL_COMPONENTS)
+    score = 0.0 if harm or not total else sum(weights.get(c, 0) * components[c] for c in CALL_COMPONENTS) / total
     return {"components": components, "score": score, "destructive": harm, "blocked": blocked}
 
 
@@ -232,16 +236,16 @@ def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: in
     """
     lm = L.make_lm(role, cfg, ledger)
     if cfg["provider"] == "local":
-        llama = L.load_llama(L.local_model_path())
+        llama = LL.load_llama(S.local_model_path())
 
         def count(request: dict[str, Any]) -> int:
             text = toolcalls.render_prompt(request["messages"], request["tools"])
             return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
-        window = L.LOCAL_N_CTX
+        window = S.LOCAL_N_CTX
     else:
         import litellm
 
-        name, _ = L.litellm_settings(cfg, role=role)
+        name, _ = S.litellm_settings(cfg, role=role)
 
         def count(request: dict[str, Any]) -> int:  # the provider's tokenizer where LiteLLM knows it
             return int(litellm.token_counter(model=name, messages=request["messages"], tools=request["tools"]))
@@ -286,10 +290,10 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
     students = [("student", params["models"]["student"])]
     students += [(f"replay.students[{i}]", m) for i, m in enumerate(r["students"])]
     for role, cfg in students:  # every model answers before the first paid call
-        L.check_reachable(role, cfg)
-    L.configure_cache(ROOT)
+        S.check_reachable(role, cfg)
+    S.configure_cache(ROOT)
     opt = params["optimization"]
-    ledger = L.Ledger(max_calls=opt["max_lm_calls"], max_failed_calls=opt["max_failed_calls"])
+    ledger = LG.Ledger(max_calls=opt["max_lm_calls"], max_failed_calls=opt["max_failed_calls"])
     made = [make_student(role, cfg, ledger, r["context_window"]) for role, cfg in students]
     weights = r["metric_weights"]
     main = made[0]
@@ -341,4 +345,4 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
         if student is main:
             steps = {DEFAULT: step_records(base), EXPORTED: step_records(ours)}
     ledger.check()
-    return report, steps, ledger.summary()
+    return report, steps, usage_report(ledger)

@@ -1,0 +1,1 @@
+"""Plumbing every package uses: typed errors, atomic files and JSON lines, JSON-schema checks, worker pools. Must not import lib.charts, lib.tools, lib.config, lib.data, lib.models, lib.program, lib.scoring, lib.opencode, lib.optimize, lib.export, lib.cli."""

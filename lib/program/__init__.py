@@ -1,0 +1,1 @@
+"""The DSPy program that proposes the next action: the agent, its adapter, retrieval of demos, and a model stage's set-up (runtime). Must not import lib.scoring, lib.opencode, lib.optimize, lib.export, lib.cli."""

@@ -1,0 +1,1 @@
+"""OpenCode's tools and request as recorded from the binary (lib/tools/data): the request shape, each tool's arguments. Must not import lib.config, lib.data, lib.models, lib.program, lib.scoring, lib.opencode, lib.optimize, lib.export, lib.cli."""
