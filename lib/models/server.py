@@ -4,7 +4,7 @@ This is what a user's Ollama, vLLM or LM Studio looks like from OpenCode: an Ope
 renders each request with the model's own chat template and parses tool calls in that model's own
 syntax (`--jinja`). It is built from the llama.cpp sources vendored in the llama-cpp-python sdist the
 engine pins, with the engine's CPU flags (never AMX, see lib/models/engine.py), once per (version,
-flags) into `.cache/engine/llama-server-<version>-<flags>/`, and only when something asks for it (the
+flags) into the engine's cache (`llama-server-<version>-<flags>/`), and only when something asks for it (the
 live stage, its tests, the parity test). The web UI is not in the sdist and is not built.
 
     python -m lib.models.server build             build it if missing; print its path
@@ -66,7 +66,7 @@ def build(python: str = sys.executable) -> Path:
     target = folder(plan)
     engine.CACHE.mkdir(parents=True, exist_ok=True)
     print(f"building {BINARY} from the llama.cpp sources in {engine.PACKAGE} {engine.VERSION} with\n"
-          f"  {' '.join(plan.cmake_args)}\n  once, into {target.relative_to(engine.ROOT)} "
+          f"  {' '.join(plan.cmake_args)}\n  once, into {target} "
           f"(about 8 minutes on 2 cores)", flush=True)
     with tempfile.TemporaryDirectory(dir=engine.CACHE, prefix=".building-") as tmp:
         work = Path(tmp)
