@@ -13,9 +13,8 @@ from lib.config import params as P
 from lib.charts import write_comparison_chart
 from lib.core.errors import UserError, run_stage
 from lib.core.files import read_jsonl, write_json, write_text
-from lib.export.files import comparison_rows, load_scores, newest_session_date, render_files
+from lib.export.files import comparison_rows, live_lines, load_scores, newest_session_date, render_files
 from lib.opencode.agent import agent_prompt, export_settings, load_program, read_json
-from lib.opencode.live import summary_lines
 
 OUT_DIR = Path("outputs/prompts")
 SESSIONS = "data/parsed/sessions.jsonl"  # only the newest session date is read, for the file headers
@@ -34,7 +33,7 @@ def main() -> None:
                         "(program or export params changed since); run `dvc repro replay export`")
     main_student = replay["students"].get(p["models"]["student"]["model"])
     scores = load_scores(read_json("metrics/baseline.json", RERUN), read_json("metrics/optimized.json", RERUN),
-                         main_student, summary_lines(read_json(LIVE, RERUN) if Path(LIVE).is_file() else {}))
+                         main_student, live_lines(read_json(LIVE, RERUN) if Path(LIVE).is_file() else {}))
     if not Path(SESSIONS).is_file():
         raise UserError(f"{SESSIONS} not found; {RERUN}")
     files = render_files(settings, program, scores, newest_session_date(read_jsonl(SESSIONS)))

@@ -17,6 +17,7 @@ import yaml
 from conftest import ROOT, need
 from helpers import PYTHON, env, make_project
 from lib.core.errors import UserError
+from lib.export.files import live_lines
 from lib.opencode import live
 from lib.tools import shape
 
@@ -281,7 +282,7 @@ def test_the_usage_guide_quotes_the_live_result() -> None:
     from lib.opencode.agent import ExportSettings, opencode_target
 
     runs = [_run("a", "opencode_default", False), _run("a", "exported", True)]
-    lines = live.summary_lines({"enabled": True, "models": live.summarize(runs)})
+    lines = live_lines({"enabled": True, "models": live.summarize(runs)})
     settings = ExportSettings(agent="opt", mode="primary", formats=("agent_config", "usage_guide"), max_examples=0,
                               student={"provider": "local", "model": "qwen2.5-coder-0.5b", "api_base": None,
                                        "api_key_env": None, "temperature": 0.0}, opencode_model=None)
@@ -294,7 +295,7 @@ def test_the_usage_guide_quotes_the_live_result() -> None:
 def test_the_usage_guide_line_quotes_rates_and_ci() -> None:
     runs = [_run("a", "opencode_default", False), _run("a", "exported", True),
             _run("b", "opencode_default", False), _run("b", "exported", False)]
-    (line,) = live.summary_lines({"enabled": True, "models": live.summarize(runs)})
+    (line,) = live_lines({"enabled": True, "models": live.summarize(runs)})
     assert "50% of the time with this agent and 0% with OpenCode's default" in line
     assert "2 paired runs; difference +0.50, 95% CI" in line
-    assert live.summary_lines({"enabled": False, "models": {}}) == []
+    assert live_lines({"enabled": False, "models": {}}) == []

@@ -292,3 +292,19 @@ def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores
           "Only the files chosen by `export.formats` in params.yaml are written. "
           "Re-export without re-optimizing with `dvc repro export`.", ""]
     return "\n".join(g)
+
+
+def live_lines(report: dict[str, Any]) -> list[str]:
+    """metrics/live.json in a sentence per model, for the usage guide; [] when the live stage did not run."""
+    lines = []
+    for model, entry in sorted((report or {}).get("models", {}).items()):
+        d, e, diff = entry.get("opencode_default"), entry.get("exported"), entry.get("difference")
+        if not (d and e and diff):
+            continue
+        lo, hi = diff["ci95"]
+        lines.append(f"Inside real OpenCode on {model}, the scripted tasks were finished "
+                     f"{e['completion_rate']:.0%} of the time with this agent and {d['completion_rate']:.0%} with "
+                     f"OpenCode's default agent ({diff['paired']} paired runs; difference {diff['absolute']:+.2f}, "
+                     f"95% CI {lo:+.2f}..{hi:+.2f}; runs where the model printed a call as text instead of making "
+                     f"it: {e['runs_with_text_calls']} vs {d['runs_with_text_calls']}).")
+    return lines
