@@ -40,8 +40,8 @@ def main() -> None:
     program = load_program(read_json("outputs/program.json", RERUN))
     settings = export_settings(p, read_json("metrics/replay.json", RERUN)["agent"]["disable_tools"])
     name = f"{settings.agent}-{model_slug(settings.student['model'])}"
-    opencode = str(Path("node_modules/.bin/opencode")) if Path("node_modules/.bin/opencode").exists() \
-        else shutil.which("opencode")
+    local = Path("node_modules/.bin/opencode")
+    opencode = str(local.resolve()) if local.exists() else shutil.which("opencode")
     runs = live.run_all(cfg, agent_entry(settings, program, "learned prompt"), name, opencode=opencode,
                         workroot=Path(".cache/live-bench"), known_tools=frozenset(shape.tool_names()))
     print(f"\n{'model':<22} {'task':<18} {'agent':<17} {'outcome':<15} {'calls':>5} {'text':>4} {'steps':>5} "

@@ -26,7 +26,8 @@ def main() -> None:
     cfg = p["live"]
     runs: list[live.Run] = []
     if cfg["enabled"]:
-        opencode = shutil.which("opencode") if not OPENCODE.exists() else str(OPENCODE)
+        # Absolute: OpenCode runs inside each task's scratch repository.
+        opencode = str(OPENCODE.resolve()) if OPENCODE.exists() else shutil.which("opencode")
         if not opencode:
             raise UserError("live: the opencode CLI was not found; run `./setup.sh --test` (it installs "
                             "opencode-ai from npm into node_modules/)")

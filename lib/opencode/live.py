@@ -393,6 +393,7 @@ def run_all(cfg: dict[str, Any], exported: dict[str, Any], exported_name: str, *
             workroot: Path, known_tools: frozenset[str], log: Callable[[str], None] = print) -> list[Run]:
     """Every (model, agent, task, repeat) run. Runs are ordered agent by agent so that consecutive
     requests share OpenCode's system prompt and tool definitions, which the server decodes once."""
+    workroot = workroot.resolve()  # OpenCode runs inside each task's repository: relative paths would move
     tasks = load_tasks(Path(cfg["tasks_dir"]), cfg["tasks"])
     for i, model in enumerate(cfg["models"]):  # every name checked before the first run
         if model["provider"] == "local" and model.get("model"):
