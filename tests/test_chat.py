@@ -298,3 +298,23 @@ def test_a_call_written_as_text_is_seen_even_when_cut_off() -> None:
     assert chat.holds_call_text(cut)
     assert not chat.holds_call_text('The config has {"name": "demo", "version": 2} in it.')
     assert chat.parse(cut, TOOLS, "llama.cpp").text_call and chat.parse(cut, TOOLS, "strict").text_call
+
+
+def test_rendering_matches_a_real_llama_server(tmp_path: Path) -> None:
+    """The same requests through the real llama-server (--jinja, built from the engine's sources) give the
+    same prompt text as lib.models.chat renders from the GGUF's own template (its /apply-template)."""
+    import urllib.request
+
+    from lib.models import server
+
+    path = catalog.model_path("qwen2.5-coder-0.5b")
+    template = chat.load_template(path)
+    with server.serve(path, "qwen", ctx=4096, log=tmp_path / "server.log") as (url, _):
+        for case in _fixture("render.json")["cases"]:
+            request = case["request"]
+            body = json.dumps({"messages": request["messages"], **({"tools": request["tools"]}
+                                                                     if request.get("tools") else {})}).encode()
+            answer = urllib.request.urlopen(urllib.request.Request(
+                url.removesuffix("/v1") + "/apply-template", body, {"Content-Type": "application/json"}), timeout=120)
+            prompt = json.loads(answer.read())["prompt"]
+            assert prompt == template.render(request["messages"], request.get("tools")), case["name"]
