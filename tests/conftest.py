@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from lib.models.server import stop
+
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI") == "true"
 
@@ -60,11 +62,7 @@ def _serve_llama(smollm_path: Path, log: Path, *extra: str):
                 time.sleep(0.5)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 @pytest.fixture(scope="session")

@@ -133,11 +133,16 @@ def serve(model: Path, alias: str, *, ctx: int = 8192, threads: int = 2, log: Pa
 
         yield base + "/v1", gone
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """End a server process: SIGTERM, then SIGKILL if it has not exited within `grace` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
