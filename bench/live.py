@@ -49,6 +49,8 @@ def main() -> None:
     for r in runs:
         print(f"{r.model:<22} {r.task:<18} {r.agent:<17} {r.outcome:<15} {r.tool_calls:>5} {r.text_calls:>4} "
               f"{r.steps:>5} {r.prompt_tokens:>10} {r.completion_tokens:>9} {r.wall_s:>6.0f}")
+        if r.outcome not in ("completed", "not_completed"):
+            print(f"    {' '.join(r.detail.split())[:300]}")
     print()
     for model, entry in live.summarize(runs).items():
         d, e, diff = entry["opencode_default"], entry["exported"], entry["difference"]
