@@ -244,7 +244,8 @@ def test_real_opencode_runs_each_task_with_both_agents_and_the_checks_decide(tmp
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     shutil.copy(TASKS / "create-file.yaml", tasks)
-    _task(tasks, "cannot-pass", {"prompt": "Create greeting.txt saying hello from opencode.",
+    # A number as a word of its own once made OpenCode's command line fail: the task goes in as typed.
+    _task(tasks, "cannot-pass", {"prompt": "Create greeting.txt saying hello from opencode, on port 8000.",
                                  "check": {"command": "test -f file-nobody-was-asked-for.txt"}})
     model = ScriptedModel()
     try:
@@ -266,6 +267,10 @@ def test_real_opencode_runs_each_task_with_both_agents_and_the_checks_decide(tmp
         assert done.steps == 2 and done.text_calls == 0 and done.prompt_tokens >= 200
         failed = by[("cannot-pass", agent)]
         assert not failed.success and failed.outcome == "not_completed" and "check exit 1" in failed.detail
+    users = {m["content"] if isinstance(m["content"], str) else m["content"][0]["text"]
+             for r in model.requests for m in r["messages"] if m["role"] == "user"}
+    assert users == {yaml.safe_load((TASKS / "create-file.yaml").read_text())["prompt"],
+                     "Create greeting.txt saying hello from opencode, on port 8000."}
     systems = [r["messages"][0]["content"] for r in model.requests]
     assert sum(s.startswith("LEARNED PROMPT") for s in systems) == 4  # 2 tasks x 2 steps with the export
     assert sum(not s.startswith("LEARNED PROMPT") for s in systems) == 4  # and with OpenCode's own prompt

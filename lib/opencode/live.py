@@ -189,11 +189,6 @@ def make_repo(repo: Path, task: Task) -> None:
         subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True)
 
 
-def _words(prompt: str) -> list[str]:
-    # `opencode run` quotes any argument with a space in it; one word per argument keeps the message as typed.
-    return prompt.split()
-
-
 def contains_answer(reply: str, answer: str) -> bool:
     """The expected answer as a whole word (so "4" is not found in "14")."""
     return re.search(rf"(?<![\w.]){re.escape(answer)}(?!\w|\.\d)", reply or "") is not None
@@ -265,14 +260,16 @@ def run_task(task: Task, agent: str, agent_name: str, target: Target, repeat: in
     (home / ".config" / "opencode" / "opencode.json").write_text(
         json.dumps(opencode_config(target, agents, output_tokens), indent=2), encoding="utf-8")
     cmd = [opencode, "run", "--pure", "--agent", agent_name, "--model", f"live/{target.model}",
-           "--title", f"live {task.id}", "--", *_words(task.prompt)]
+           "--title", f"live {task.id}"]
     run = Run(task.id, agent, target.label, repeat, "completed", False)
     started = time.monotonic()
     try:
         # PWD too: OpenCode takes the working directory its <env> block names from it.
+        # The task on stdin, as typed: as arguments, OpenCode quotes words with spaces and fails on a
+        # word that is a number ("8000").
         done = subprocess.run(cmd, cwd=repo, env={**isolated_env(home, workdir.parent / "opencode-cache"),
                                                   "PWD": str(repo)},
-                              capture_output=True, text=True, timeout=task.timeout or timeout)
+                              input=task.prompt, capture_output=True, text=True, timeout=task.timeout or timeout)
         failure = None if done.returncode == 0 else \
             f"opencode exited {done.returncode}: {(done.stderr or done.stdout).strip()[-400:]}"
     except subprocess.TimeoutExpired:
