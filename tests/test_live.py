@@ -108,6 +108,8 @@ def test_real_opencode_accepts_the_run_config(tmp_path: Path) -> None:
                           text=True, env=live.isolated_env(home, tmp_path / "cache"), timeout=120)
     out = done.stdout + done.stderr
     assert "Configuration is invalid" not in out, out
+    keyed = live.opencode_config(live.Target("m", "http://h/v1", "q", 8192, api_key_env="MY_KEY"), agents, 512)
+    assert keyed["provider"]["live"]["options"]["apiKey"] == "{env:MY_KEY}"  # the key itself is never written
     agent = json.loads(out[out.index("{"):])
     assert agent["prompt"] == "Be brief." and agent["steps"] == 4
 

@@ -132,6 +132,7 @@ class Target:
     model: str
     context: int
     server_alive: Callable[[], str | None] = lambda: None  # None, or why the server is gone
+    api_key_env: str | None = None  # the variable holding the server's key, passed to OpenCode by name
 
 
 def opencode_config(target: Target, agents: dict[str, dict[str, Any]], output_tokens: int) -> dict[str, Any]:
@@ -139,7 +140,9 @@ def opencode_config(target: Target, agents: dict[str, dict[str, Any]], output_to
     return {
         "$schema": "https://opencode.ai/config.json",
         "provider": {"live": {"npm": "@ai-sdk/openai-compatible", "name": "live",
-                              "options": {"baseURL": target.base_url, "apiKey": "live"},
+                              # OpenCode reads the key from the variable itself ({env:…}), so it is never written down.
+                              "options": {"baseURL": target.base_url,
+                                          "apiKey": f"{{env:{target.api_key_env}}}" if target.api_key_env else "live"},
                               "models": {target.model: {"name": target.model, "tool_call": True,
                                                         "limit": {"context": target.context,
                                                                   "output": output_tokens}}}}},
@@ -383,7 +386,7 @@ def target_for(model: dict[str, Any], context: int, log_dir: Path, key: str = "l
     check_reachable(key, {"provider": "openai-compatible", "model": model["model"], "api_base": base,
                           "api_key_env": model.get("api_key_env"), "temperature": 0.0, "max_tokens": 1,
                           "timeout": 10, "num_retries": 0})
-    yield Target(model["model"], base, model["model"], context)
+    yield Target(model["model"], base, model["model"], context, api_key_env=model.get("api_key_env"))
 
 
 def run_all(cfg: dict[str, Any], exported: dict[str, Any], exported_name: str, *, opencode: str,
