@@ -65,6 +65,13 @@ def make_project(dest: Path, logs_dir: Path | str | None = None, **data: Any) ->
     return dest
 
 
+def project_with_pipeline(dest: Path) -> Path:
+    """`make_project` plus dvc.yaml: for commands that could start a run, so they never run in the checkout."""
+    project = make_project(dest)
+    shutil.copy(ROOT / "dvc.yaml", project / "dvc.yaml")
+    return project
+
+
 def env() -> dict[str, str]:
     """Environment for subprocesses: the project's virtualenv first on PATH, no analytics."""
     out = dict(os.environ)

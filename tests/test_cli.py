@@ -12,14 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import project_with_pipeline
 from lib import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lib.cli", *args], cwd=ROOT, capture_output=True, text=True,
+def run_cli(*args: str, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lib.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env={**os.environ, **(env or {})})
+
 
 
 def params_file(tmp_path: Path, values: dict) -> str:
@@ -141,16 +143,17 @@ def test_train_checks_overrides_before_running_dvc(tmp_path):
 
 def test_train_config_is_the_params_option_and_output_dir_is_checked_first(tmp_path):
     """The seed's spellings: `--config PATH` is `--params PATH`; a bad --output-dir stops before DVC runs."""
-    bad = run_cli("train", "--config", params_file(tmp_path, {"optimization": {"labeled": {"k": -1}}}))
+    project = project_with_pipeline(tmp_path / "project")
+    bad = run_cli("train", "--config", params_file(tmp_path, {"optimization": {"labeled": {"k": -1}}}), cwd=project)
     assert bad.returncode == 1 and "optimization.labeled.k" in bad.stderr and "running: dvc" not in bad.stdout
-    inside = run_cli("train", "--output-dir", "outputs/prompts/mine")
+    inside = run_cli("train", "--output-dir", "outputs/prompts/mine", cwd=project)
     assert inside.returncode == 1 and "running: dvc" not in inside.stdout
     assert "--output-dir outputs/prompts/mine: the pipeline rewrites outputs/ on every run" in inside.stderr
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    done = run_cli("train", "--output-dir", str(a_file))
+    done = run_cli("train", "--output-dir", str(a_file), cwd=project)
     assert done.returncode == 1 and "is a file; give a folder" in done.stderr
-    assert not (ROOT / "outputs" / "prompts" / "mine").exists()
+    assert not (project / "outputs" / "prompts" / "mine").exists()
 
 
 def test_copy_prompts_copies_the_export_and_leaves_other_files(tmp_path):
@@ -164,8 +167,8 @@ def test_copy_prompts_copies_the_export_and_leaves_other_files(tmp_path):
     assert (target / "agents" / "build-x.md").read_text() == "agent" and (target / "mine.txt").read_text() == "keep"
 
 
-def test_train_rejects_a_bad_experiment_name():
-    done = run_cli("train", "--experiment-name", "my run")
+def test_train_rejects_a_bad_experiment_name(tmp_path):
+    done = run_cli("train", "--experiment-name", "my run", cwd=project_with_pipeline(tmp_path / "project"))
     assert done.returncode == 1 and "--experiment-name" in done.stderr
 
 

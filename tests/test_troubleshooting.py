@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import PYTHON, crashing_engine, env, make_project, run_stage
+from helpers import PYTHON, crashing_engine, env, make_project, project_with_pipeline, run_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "TROUBLESHOOTING.md"
@@ -242,11 +242,11 @@ def plots_page_missing(tmp: Path) -> str:
 
 
 def output_dir_inside(tmp: Path) -> str:
-    return _cli("train", "--output-dir", "outputs/prompts/mine")
+    return _cli("train", "--output-dir", "outputs/prompts/mine", cwd=project_with_pipeline(tmp / "project"))
 
 
 def experiment_name(tmp: Path) -> str:
-    return _cli("train", "--experiment-name", "my run")
+    return _cli("train", "--experiment-name", "my run", cwd=project_with_pipeline(tmp / "project"))
 
 
 TRIGGERS: dict[str, Callable[[Path], str]] = {name.replace("_", "-"): fn for name, fn in list(globals().items())
