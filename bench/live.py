@@ -11,12 +11,11 @@ agent, the paired difference with its 95% CI, and per task the outcome, calls, t
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 from lib.config import params as P
 from lib.opencode import live
-from lib.opencode.agent import agent_entry, export_settings, load_program, model_slug, read_json
+from lib.opencode.agent import agent_entry, agent_name, load_program, read_json, scored_settings
 from lib.tools import shape
 
 RERUN = "run `dvc repro replay` first"
@@ -38,12 +37,10 @@ def main() -> None:
     if args.repeats:
         cfg["repeats"] = args.repeats
     program = load_program(read_json("outputs/program.json", RERUN))
-    settings = export_settings(p, read_json("metrics/replay.json", RERUN)["agent"]["disable_tools"])
-    name = f"{settings.agent}-{model_slug(settings.student['model'])}"
-    local = Path("node_modules/.bin/opencode")
-    opencode = str(local.resolve()) if local.exists() else shutil.which("opencode")
-    runs = live.run_all(cfg, agent_entry(settings, program, "learned prompt"), name, opencode=opencode,
-                        workroot=Path(".cache/live-bench"), known_tools=frozenset(shape.tool_names()))
+    settings = scored_settings(p, program, read_json("metrics/replay.json", RERUN)["agent"], "dvc repro replay")
+    runs = live.run_all(cfg, agent_entry(settings, program, "learned prompt"), agent_name(settings),
+                        opencode=live.opencode_cli(), workroot=Path(".cache/live-bench"),
+                        known_tools=frozenset(shape.tool_names()))
     print(f"\n{'model':<22} {'task':<18} {'agent':<17} {'outcome':<15} {'calls':>5} {'text':>4} {'steps':>5} "
           f"{'prompt tok':>10} {'compl tok':>9} {'s':>6}")
     for r in runs:

@@ -3,7 +3,6 @@
 The agent config (tools switched off, permission rules) is the one the replay stage chose and
 scored; the prompt written here must be byte for byte the one it scored.
 """
-import hashlib
 import os
 import shutil
 import tempfile
@@ -14,7 +13,7 @@ from lib.charts import write_comparison_chart
 from lib.core.errors import UserError, run_stage
 from lib.core.files import read_jsonl, write_json, write_text
 from lib.export.files import comparison_rows, live_lines, load_scores, newest_session_date, render_files
-from lib.opencode.agent import agent_prompt, export_settings, load_program, read_json
+from lib.opencode.agent import load_program, read_json, scored_settings
 
 OUT_DIR = Path("outputs/prompts")
 SESSIONS = "data/parsed/sessions.jsonl"  # only the newest session date is read, for the file headers
@@ -26,11 +25,7 @@ def main() -> None:
     p = P.load()
     program = load_program(read_json("outputs/program.json", RERUN))
     replay = read_json("metrics/replay.json", RERUN)
-    agent = replay["agent"]
-    settings = export_settings(p, agent["disable_tools"])
-    if hashlib.sha256(agent_prompt(settings, program).encode("utf-8")).hexdigest() != agent["prompt_sha256"]:
-        raise UserError("metrics/replay.json scored another prompt than the one export would write "
-                        "(program or export params changed since); run `dvc repro replay export`")
+    settings = scored_settings(p, program, replay["agent"], "dvc repro replay export")
     main_student = replay["students"].get(p["models"]["student"]["model"])
     scores = load_scores(read_json("metrics/baseline.json", RERUN), read_json("metrics/optimized.json", RERUN),
                          main_student, live_lines(read_json(LIVE, RERUN) if Path(LIVE).is_file() else {}))

@@ -4,21 +4,18 @@ Reads outputs/program.json and the agent replay chose (metrics/replay.json); wri
 (per model and agent: completion rate, counts, and the paired difference with its 95% CI),
 metrics/live_runs.json (one record per run) and metrics/live.svg.
 """
-import hashlib
-import shutil
 from pathlib import Path
 
 from lib.config import params as P
 from lib.charts import write_bar_chart
-from lib.core.errors import UserError, run_stage
+from lib.core.errors import run_stage
 from lib.core.files import write_json
 from lib.opencode import live
+from lib.opencode.agent import agent_entry, agent_name, load_program, read_json, scored_settings
 from lib.tools import shape
-from lib.opencode.agent import agent_entry, agent_prompt, export_settings, load_program, model_slug, read_json
 
 RERUN = "run `dvc repro` to create it"
 WORKROOT = Path(".cache/live")  # scratch repos and homes, reused at fixed paths (see lib/opencode/live.py)
-OPENCODE = Path("node_modules/.bin/opencode")
 
 
 def main() -> None:
@@ -26,20 +23,11 @@ def main() -> None:
     cfg = p["live"]
     runs: list[live.Run] = []
     if cfg["enabled"]:
-        # Absolute: OpenCode runs inside each task's scratch repository.
-        opencode = str(OPENCODE.resolve()) if OPENCODE.exists() else shutil.which("opencode")
-        if not opencode:
-            raise UserError("live: the opencode CLI was not found; run `./setup.sh --test` (it installs "
-                            "opencode-ai from npm into node_modules/)")
         program = load_program(read_json("outputs/program.json", RERUN))
-        agent = read_json("metrics/replay.json", RERUN)["agent"]
-        settings = export_settings(p, agent["disable_tools"])
-        if hashlib.sha256(agent_prompt(settings, program).encode("utf-8")).hexdigest() != agent["prompt_sha256"]:
-            raise UserError("metrics/replay.json scored another prompt than the one export would write; "
-                            "run `dvc repro replay live`")
-        name = f"{settings.agent}-{model_slug(settings.student['model'])}"  # as export names it
+        replay = read_json("metrics/replay.json", RERUN)
+        settings = scored_settings(p, program, replay["agent"], "dvc repro replay live")
         entry = agent_entry(settings, program, f"{settings.agent} agent (learned prompt)")
-        runs = live.run_all(cfg, entry, name, opencode=opencode, workroot=WORKROOT,
+        runs = live.run_all(cfg, entry, agent_name(settings), opencode=live.opencode_cli(), workroot=WORKROOT,
                             known_tools=frozenset(shape.tool_names()))
     report = {"enabled": cfg["enabled"], "models": live.summarize(runs)}
     write_json("metrics/live.json", report)

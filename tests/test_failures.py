@@ -18,7 +18,7 @@ import dspy
 import pytest
 import yaml
 
-from conftest import _free_port
+from lib.models.server import free_port
 from helpers import HANG, Loopback, completion, error, make_project, read_jsonl, run_data_stages, run_stage
 from lib.models import ledger as LG
 from lib.models import lm as L
@@ -243,7 +243,7 @@ def test_optimizer_failure_is_never_a_low_score(project, serve):
 # ---------------------------------------------------------------- llama.cpp killed mid-run
 
 def start_llama(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",

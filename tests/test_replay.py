@@ -14,7 +14,7 @@ import dspy
 import pytest
 import yaml
 
-from conftest import _free_port
+from lib.models.server import free_port
 from helpers import make_project, read_jsonl, run_data_stages, run_stage
 from lib.models import llama as LL
 from lib.models import toolcalls
@@ -258,7 +258,7 @@ def test_request_longer_than_the_context_window_is_counted_not_a_crash(replay_pr
 
 def test_unreachable_student_fails_before_any_call(replay_project, tmp_path):
     project = configure(replay_project, tmp_path / "p", max_steps=1,
-                        students=[server_student(f"http://127.0.0.1:{_free_port()}/v1")])
+                        students=[server_student(f"http://127.0.0.1:{free_port()}/v1")])
     done = run_stage(project, "replay")
     assert done.returncode == 1
     assert "replay.students[0]" in done.stderr and "cannot reach" in done.stderr

@@ -24,7 +24,8 @@ import yaml
 from lib.core.errors import UserError
 from lib.opencode import plugin
 from lib.scoring.metric import COMPONENTS
-from lib.opencode.agent import ExportSettings, ModelTarget, Program, agent_entry, model_slug, opencode_target
+from lib.opencode.agent import ExportSettings, ModelTarget, Program, agent_entry, agent_name, model_slug, \
+    opencode_target
 
 FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide", "plugin")
 SCHEMA_URL = "https://opencode.ai/config.json"
@@ -121,7 +122,7 @@ def file_names(agent: str, slug: str) -> dict[str, str]:
 def render_files(settings: ExportSettings, program: Program, scores: Scores, data_date: str | None) -> dict[str, str]:
     """Relative path -> file text, for every format in settings.formats (nothing is written here)."""
     slug = model_slug(settings.student["model"])
-    name = f"{settings.agent}-{slug}"  # the OpenCode agent name, in both the config and the .md file
+    name = agent_name(settings)
     target = opencode_target(settings.student, settings.opencode_model)
     description = (f"{settings.agent} agent with a prompt optimized for {settings.student['model']} "
                    f"(test score {scores.baseline:.2f} -> {scores.optimized:.2f})")

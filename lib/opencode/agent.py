@@ -5,6 +5,7 @@ Replay and selection score exactly this agent; export writes it into OpenCode's 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -170,6 +171,21 @@ def export_settings(params: dict[str, Any], disabled_tools: list[str] | tuple[st
                           max_examples=e["max_examples"], student=params["models"]["student"],
                           opencode_model=e["opencode_model"], disabled_tools=tuple(disabled_tools),
                           permission=permission, field_chars=params["data"]["max_field_chars"])
+
+
+def scored_settings(params: dict[str, Any], program: Program, replay_agent: dict[str, Any], rerun: str) -> ExportSettings:
+    """ExportSettings for the agent the replay stage chose (metrics/replay.json's `agent`); a UserError,
+    naming `rerun`, when the prompt they give is not the one replay scored."""
+    settings = export_settings(params, replay_agent["disable_tools"])
+    if hashlib.sha256(agent_prompt(settings, program).encode("utf-8")).hexdigest() != replay_agent["prompt_sha256"]:
+        raise UserError("metrics/replay.json scored another prompt than the one export would write "
+                        f"(program or export params changed since); run `{rerun}`")
+    return settings
+
+
+def agent_name(settings: ExportSettings) -> str:
+    """The OpenCode agent name export writes, in both the config and the markdown agent."""
+    return f"{settings.agent}-{model_slug(settings.student['model'])}"
 
 
 def agent_prompt(settings: ExportSettings, program: Program) -> str:

@@ -200,19 +200,21 @@ def contains_answer(reply: str, answer: str) -> bool:
 def read_session(db: Path) -> tuple[Session | None, dict[str, Any]]:
     """The run's session through the project's own opencode.db reader, plus what that reader does not
     keep: the number of model calls (assistant messages), the text of every reply, and the errors."""
+    extra: dict[str, Any] = {"steps": 0, "texts": [], "errors": [], "prompt_tokens": 0, "completion_tokens": 0}
     if not db.is_file():
-        return None, {"steps": 0, "texts": [], "errors": [], "prompt_tokens": 0, "completion_tokens": 0}
+        return None, extra
     reader = OpenCodeDbReader()
     sessions = [s for unit in reader.units(db) for s, _ in reader.read_unit(db, db.name, unit)
                 if isinstance(s, Session)]
     top = [s for s in sessions if s.parent_id is None]
     session = top[0] if top else (sessions[0] if sessions else None)
-    extra: dict[str, Any] = {"steps": 0, "texts": [], "errors": [], "prompt_tokens": 0, "completion_tokens": 0}
     con = connect_readonly(db)
+    replies: set[str] = set()  # ids of the assistant messages
     try:
-        for (data,) in con.execute("SELECT data FROM message ORDER BY time_created"):
+        for mid, data in con.execute("SELECT id, data FROM message ORDER BY time_created"):
             info = json.loads(data)
             if info.get("role") == "assistant":
+                replies.add(mid)
                 extra["steps"] += 1
                 tokens = info.get("tokens") or {}
                 # OpenCode counts the part of a prompt the server had cached apart from the rest.
@@ -220,8 +222,6 @@ def read_session(db: Path) -> tuple[Session | None, dict[str, Any]]:
                 extra["completion_tokens"] += int(tokens.get("output") or 0)
                 if info.get("error"):
                     extra["errors"].append(str(info["error"].get("data", {}).get("message") or info["error"])[:300])
-        replies = {mid for mid, data in con.execute("SELECT id, data FROM message")
-                   if json.loads(data).get("role") == "assistant"}
         for mid, data in con.execute("SELECT message_id, data FROM part ORDER BY time_created, id"):
             part = json.loads(data)
             if mid in replies and part.get("type") == "text" and not part.get("synthetic"):
@@ -366,6 +366,17 @@ def chart_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------ driver
+
+def opencode_cli() -> str:
+    """The opencode CLI: the project's (./setup.sh --test installs it), else one on PATH. Absolute, since
+    OpenCode runs inside each task's scratch repository."""
+    local = Path("node_modules/.bin/opencode")
+    found = str(local.resolve()) if local.exists() else shutil.which("opencode")
+    if not found:
+        raise UserError("live: the opencode CLI was not found; run `./setup.sh --test` (it installs "
+                        "opencode-ai from npm into node_modules/)")
+    return found
+
 
 @contextlib.contextmanager
 def target_for(model: dict[str, Any], context: int, log_dir: Path, key: str = "live.models") -> Iterator[Target]:
