@@ -20,6 +20,7 @@ import time
 
 import dspy
 
+from lib.models import chat
 from lib.models import ledger as LG
 from lib.models import llama as LL
 from lib.models import settings as S
@@ -47,7 +48,7 @@ def main() -> None:
         dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
     else:
         S.configure_cache(P.ROOT)
-    student = R.make_student("student", student_cfg, LG.Ledger(), p["replay"]["context_window"])
+    student = R.make_student("student", student_cfg, LG.Ledger(), p["replay"]["context_window"], p["replay"]["parser"])
     weights = p["replay"]["metric_weights"]
 
     used_off = R.unused_tools(load_rows("train"))
@@ -67,8 +68,8 @@ def main() -> None:
     print(f"replay of {len(test)} test steps on {student.label} (OpenCode {R.shape.version()}), "
           f"cache {'off' if args.no_cache else 'on'}\n")
     print("| setup | score | valid call | right tool | right target | destructive (run) | over context "
-          "| prompt tokens | s/call | tools called |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| call as text | prompt tokens | s/call | tools called |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for key in wanted:
         setup = rows[key]
         started = time.perf_counter()
@@ -77,10 +78,11 @@ def main() -> None:
         top = ", ".join(f"{k} {v}" for k, v in sorted(s["tools_called"].items(), key=lambda kv: -kv[1])[:4])
         print(f"| {setup.name} | {s['score']:.3f} | {s['valid_call_rate']:.0%} | {s['right_tool_rate']:.0%} "
               f"| {s['right_target_rate']:.0%} | {s['destructive']} ({s['destructive_unblocked']}) "
-              f"| {s['over_context']} | {s['prompt_tokens_mean']:.0f} | {per_call:.1f} | {top} |", flush=True)
+              f"| {s['over_context']} | {s['text_call']} | {s['prompt_tokens_mean']:.0f} | {per_call:.1f} | {top} |", flush=True)
 
     if student_cfg["provider"] == "local":  # real calls straight to the engine, never from the cache
-        llama = LL.load_llama(S.local_model_path())
+        llama = LL.load_llama(S.local_model_path(student_cfg))
+        native = LL.native_template(llama)
         setup = rows["text"]
         timings = {}
         for label, reset in (("prefix reused", False), ("no reuse", True)):
@@ -91,9 +93,14 @@ def main() -> None:
                 if reset:
                     llama.reset()  # forget the cached prefix: every call decodes the whole prompt
                 started = time.perf_counter()
+                sampling = {"temperature": 0.0, "seed": S.LOCAL_SEED}
                 with LL._llama_lock:
-                    toolcalls.complete(llama, request["messages"], request["tools"], "auto",
-                                       student_cfg["max_tokens"], {"temperature": 0.0, "seed": S.LOCAL_SEED})
+                    if native:
+                        chat.chat_completion(llama, request["messages"], request["tools"], template=native,
+                                             max_tokens=student_cfg["max_tokens"], **sampling)
+                    else:
+                        toolcalls.complete(llama, request["messages"], request["tools"], "auto",
+                                           student_cfg["max_tokens"], sampling)
                 times.append(time.perf_counter() - started)
             timings[label] = times
         print("\n| prompt prefix | first call s | later calls, mean s |\n|---|---|---|")

@@ -165,9 +165,14 @@ def _check_models(models: Any, report: Report) -> None:
                     probed["error"] = exc
             if "error" in probed:
                 report.problem(f"models.{role}: {probed['error']}")
-            else:
-                report.ok(f"models.{role}: local {cfg['model']}: the engine decoded {probed['found'].tokens} "
-                          f"tokens in a child process ({engine.build_text()})")
+                continue
+            try:
+                weights = local_model_path(cfg, fetch_missing=False)
+            except UserError as exc:
+                report.problem(f"models.{role}: {exc}")
+                continue
+            report.ok(f"models.{role}: local {cfg['model']} ({weights.name}); the engine decoded "
+                      f"{probed['found'].tokens} tokens in a child process ({engine.build_text()})")
             continue
         try:
             check_reachable(role, cfg, root=ROOT)

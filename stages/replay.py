@@ -31,9 +31,10 @@ def main() -> None:
         d, e = entry["opencode_default"], entry["exported"]
         diff = entry["difference"]
         print(f"replay [{label}]: OpenCode default {d['score']:.3f} (right tool {d['right_tool_rate']:.0%}, "
-              f"target {d['right_target_rate']:.0%}, destructive {d['destructive']}) vs exported {e['score']:.3f} "
-              f"(right tool {e['right_tool_rate']:.0%}, target {e['right_target_rate']:.0%}, destructive "
-              f"{e['destructive']}); {diff['absolute']:+.3f}, 95% CI {diff['ci95'][0]:+.3f}..{diff['ci95'][1]:+.3f}")
+              f"target {d['right_target_rate']:.0%}, destructive {d['destructive']}, calls as text "
+              f"{d['text_call']}/{d['n']}) vs exported {e['score']:.3f} (right tool {e['right_tool_rate']:.0%}, "
+              f"target {e['right_target_rate']:.0%}, destructive {e['destructive']}, calls as text "
+              f"{e['text_call']}/{e['n']}); {diff['absolute']:+.3f}, 95% CI {diff['ci95'][0]:+.3f}..{diff['ci95'][1]:+.3f}")
 
 
 if __name__ == "__main__":

@@ -211,6 +211,41 @@ def test_ollama_files_are_named_without_colons(program):
     assert "ollama pull qwen2.5-coder:1.5b" in files["USAGE_GUIDE_build.md"]
 
 
+def test_embedded_coder_guide_serves_the_model_the_agent_names(tmp_path):
+    """The usage guide's command for an embedded Qwen student, run as written, serves the model name
+    the exported agent asks for (llama.cpp's own server, with the model's template and tool parser)."""
+    import time
+    import urllib.request
+
+    from lib.models import catalog, server
+
+    try:
+        catalog.model_path("qwen2.5-coder-0.5b")
+    except UserError as exc:
+        pytest.skip(f"cannot assemble qwen2.5-coder-0.5b: {exc}")
+    target = A.opencode_target(student("local", "qwen2.5-coder-0.5b"), None)
+    assert target.model == "local/qwen2.5-coder-0.5b"
+    command = re.search(r"```sh\n(python -m lib\.models\.server serve .+)\n```", target.setup).group(1)
+    port = server.free_port()
+    command = command.replace("python -m", f"{sys.executable} -m").replace(f"--port {A.LOCAL_SERVER_PORT}",
+                                                                        f"--port {port}")
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen(["bash", "-c", f"exec {command}"], cwd=Path(__file__).resolve().parents[1],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, ids = time.monotonic() + 240, []
+        while not ids and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2) as answer:
+                    ids = [m["id"] for m in json.loads(answer.read())["data"]]
+            except OSError:
+                time.sleep(1)
+        assert ids == ["qwen2.5-coder-0.5b"], (tmp_path / "server.log").read_text(errors="replace")[-2000:]
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
 def test_api_key_is_referenced_never_written():
     target = A.opencode_target(student("openai-compatible", "m", api_base="http://h:1/v1", api_key_env="VLLM_KEY"),
                                None)

@@ -347,7 +347,18 @@ def test_local_lm_state_round_trip():
     assert "model_path" not in json.dumps(state)
     back = dspy.BaseLM.load_state(state, allow_custom_lm_class=True)
     assert isinstance(back, L.LocalLM) and back.kwargs["max_tokens"] == 11 and back.num_retries == 2
-    assert back.model == S.LOCAL_MODEL
+    assert back.model == S.local_model_id(S.local_model_path())
+
+
+def test_local_lm_names_its_weights_and_server_rule_and_reloads_them():
+    path = S.local_model_path({"model": "qwen2.5-coder-0.5b"})
+    lm = L.LocalLM(model_path=path, parser="strict")
+    assert lm.model == "local/qwen2.5-coder-0.5b-instruct-q4_k_m+strict"  # the answer cache keys on both
+    assert L.LocalLM(model_path=path).model == "local/qwen2.5-coder-0.5b-instruct-q4_k_m"
+    back = dspy.BaseLM.load_state(lm.dump_state(), allow_custom_lm_class=True)
+    assert back.model == lm.model and back.engine.model_path == str(path) and back.engine.parser == "strict"
+    with pytest.raises(UserError, match="not in the catalog"):
+        L.LocalLM(model="local/some-other-model")
 
 
 # ---------------------------------------------------------------- a real OpenAI-compatible server

@@ -70,6 +70,12 @@ BAD = {
     "unknown provider": (_set("models.student.provider", "azure"), ["models.student.provider", "'azure'"]),
     "local provider with a server address": (
         _set("models.student.api_base", "http://localhost:8000/v1"), ["models.student", "provider local"]),
+    "local model not in the catalog": (
+        _set("models.student.model", "qwen9-coder"), ["models.student.model", "'qwen9-coder'", "qwen2.5-coder-0.5b"]),
+    "model_path on a served provider": (
+        _both(_set("models.teacher.provider", "ollama"), _set("models.teacher.model_path", "/m.gguf")),
+        ["models.teacher.model_path", "provider local"]),
+    "unknown replay parser": (_set("replay.parser", "ollama"), ["replay.parser", "'ollama'"]),
     "api_base without scheme": (_set("models.teacher.api_base", "localhost:8000"), ["models.teacher.api_base"]),
     "all metric weights zero": (
         _set("optimization.metric_weights", {k: 0 for k in shipped_params()["optimization"]["metric_weights"]}),
@@ -87,6 +93,12 @@ def test_each_mistake_raises_params_error_naming_the_key(case):
         P.validate(params)
     for text in expected:
         assert text in str(err.value), f"{case}: {text!r} missing from:\n{err.value}"
+
+
+def test_a_gguf_of_your_own_takes_any_model_name():
+    params = shipped_params()
+    params["models"]["student"].update(model="my-coder", model_path="/models/my-coder.gguf")
+    P.validate(params)
 
 
 def test_load_reads_the_file_and_names_it_in_the_error(tmp_path):

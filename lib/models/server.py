@@ -101,11 +101,12 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(model: Path, alias: str, *, ctx: int = 8192, threads: int = 2, log: Path | None = None,
-          extra: tuple[str, ...] = (), start_timeout: float = 180.0) -> Iterator[tuple[str, Callable[[], str | None]]]:
-    """Run the server for `model` on a free loopback port. Yields its OpenAI base URL (…/v1) and a
-    function that says why the server is gone (its exit and log), or None while it runs."""
+          extra: tuple[str, ...] = (), start_timeout: float = 180.0,
+          port: int | None = None) -> Iterator[tuple[str, Callable[[], str | None]]]:
+    """Run the server for `model` on a loopback port (None: a free one). Yields its OpenAI base URL (…/v1)
+    and a function that says why the server is gone (its exit and log), or None while it runs."""
     exe = build()
-    port = free_port()
+    port = port or free_port()
     log = log or Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
     cmd = [str(exe), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "--jinja", "-c", str(ctx),
            "-t", str(threads), "--alias", alias, "--no-webui", *extra]
@@ -151,13 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("build", help="build the server if missing and print its path")
     run = sub.add_parser("serve", help="serve a GGUF file on 127.0.0.1 until interrupted")
     run.add_argument("model", type=Path)
-    run.add_argument("--alias", default="local")
+    run.add_argument("--alias", default="local", help="the model name clients ask for")
+    run.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
+    run.add_argument("--ctx", type=int, default=32768, help="context window in tokens")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
             print(build())
         else:
-            with serve(args.model, args.alias, log=Path("/dev/stderr")) as (url, _):
+            with serve(args.model, args.alias, ctx=args.ctx, port=args.port, log=Path("/dev/stderr")) as (url, _):
                 print(f"serving {args.model.name} as '{args.alias}' at {url}", flush=True)
                 while True:
                     time.sleep(3600)

