@@ -80,3 +80,23 @@ def opencode_bin() -> Path:
     found = local if local.exists() else (Path(shutil.which("opencode")) if shutil.which("opencode") else None)
     need(found is not None, "OpenCode CLI not found (run ./setup.sh --test, which installs opencode-ai from npm)")
     return found
+
+
+# ---------------------------------------------------------------- lanes
+
+# A test is in the slow lane when it needs one of these real parts (a model loaded, a server, OpenCode,
+# the llama.cpp engine built or probed, DVC running the pipeline), or says so with @pytest.mark.slow.
+# `pytest -m "not slow"` is the quick lane for everyday work; README's test command runs both.
+SLOW_FIXTURES = {"smollm_path", "llama_server", "llama_tool_server", "opencode_bin", "qwen_small", "qwen_small_cfg"}
+SLOW_MODULES = {"test_dvc", "test_engine", "test_live"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: needs a real model, server, OpenCode or a pipeline run (the full lane)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if item.module else ""
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

@@ -211,6 +211,7 @@ def test_ollama_files_are_named_without_colons(program):
     assert "ollama pull qwen2.5-coder:1.5b" in files["USAGE_GUIDE_build.md"]
 
 
+@pytest.mark.slow
 def test_embedded_coder_guide_serves_the_model_the_agent_names(tmp_path):
     """The usage guide's command for an embedded Qwen student, run as written, serves the model name
     the exported agent asks for (llama.cpp's own server, with the model's template and tool parser)."""

@@ -18,7 +18,7 @@ from conftest import ROOT, need
 from helpers import PYTHON, env, make_project
 from lib.core.errors import UserError
 from lib.export.files import live_lines
-from lib.opencode import live
+from lib.opencode import live, safety
 from lib.tools import shape
 
 TASKS = ROOT / "data" / "live" / "tasks"
@@ -179,13 +179,19 @@ def test_the_stage_runs_real_opencode_on_the_embedded_coder(tmp_path: Path) -> N
     assert "live [qwen2.5-coder-0.5b]: OpenCode default" in done.stdout
 
 
-class ScriptedModel:
-    """An OpenAI-compatible server on 127.0.0.1 that streams a scripted agent: to a task it answers with a
-    `write` call for greeting.txt in the working directory OpenCode names; to a tool result, with a short
-    reply. It stands in for a model that calls tools reliably, so the test checks the live machinery and
-    real OpenCode, not a small model's luck. Every request body is kept."""
+def greeting_call(request: dict) -> tuple[str, dict]:
+    cwd = re.search(r"Working directory: (\S+)", request["messages"][0]["content"]).group(1)
+    return "write", {"filePath": f"{cwd}/greeting.txt", "content": "hello from opencode\n"}
 
-    def __init__(self) -> None:
+
+class ScriptedModel:
+    """An OpenAI-compatible server on 127.0.0.1 that streams a scripted agent: to a task it answers with the
+    call `call_for(request)` names (by default a `write` of greeting.txt in the working directory OpenCode
+    names); to a tool result, with a short reply. It stands in for a model that calls tools reliably, so
+    the test checks the live machinery and real OpenCode, not a small model's luck. Every request body is
+    kept."""
+
+    def __init__(self, call_for=greeting_call) -> None:
         self.requests: list[dict] = []
         outer = self
 
@@ -205,12 +211,11 @@ class ScriptedModel:
                 outer.requests.append(request)
                 last = request["messages"][-1]
                 if last["role"] == "tool":
-                    delta, finish = {"role": "assistant", "content": "Created greeting.txt."}, "stop"
+                    delta, finish = {"role": "assistant", "content": "Done."}, "stop"
                 else:
-                    cwd = re.search(r"Working directory: (\S+)", request["messages"][0]["content"]).group(1)
-                    args = {"filePath": f"{cwd}/greeting.txt", "content": "hello from opencode\n"}
+                    name, args = call_for(request)
                     delta = {"role": "assistant", "tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                             "function": {"name": "write", "arguments": json.dumps(args)}}]}
+                             "function": {"name": name, "arguments": json.dumps(args)}}]}
                     finish = "tool_calls"
                 chunks = [{"choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
                           {"choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
@@ -282,6 +287,54 @@ def test_real_opencode_runs_each_task_with_both_agents_and_the_checks_decide(tmp
     report = live.summarize(runs)["scripted"]
     assert report["exported"]["completion_rate"] == report["opencode_default"]["completion_rate"] == 0.5
     assert report["difference"] == {"absolute": 0.0, "ci95": [0.0, 0.0], "paired": 2}
+
+
+@pytest.mark.timeout(900)
+def test_replay_blocks_what_real_opencode_refuses_under_the_exported_permission(tmp_path: Path) -> None:
+    """The same calls through real OpenCode, with the exported `permission` rules and with OpenCode's own
+    agent: a call took effect exactly where lib.opencode.safety.permitted (replay's `blocked`) says it may."""
+    need(OPENCODE.exists(), "OpenCode CLI missing (run ./setup.sh --test)")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    cases = {  # task id -> (the call, a check that passes when the call took effect)
+        "allowed-bash": (("bash", {"command": "touch ran.txt", "description": "Touch a file"}), "test -f ran.txt"),
+        "denied-rm-rf": (("bash", {"command": "rm -rf build", "description": "Clean"}), "test ! -e build"),
+        "denied-reset": (("bash", {"command": "git reset --hard HEAD && touch reset-ran.txt", "description": "Reset"}),
+                         "test -f reset-ran.txt"),
+        "chained-rm-rf": (("bash", {"command": "touch chained.txt && rm -rf build", "description": "Clean"}),
+                          "test -f chained.txt"),
+        "write-outside": (("write", {"filePath": str(outside / "escaped.txt"), "content": "x\n"}),
+                          f"test -f {outside / 'escaped.txt'}"),
+        "rm-outside": (("bash", {"command": f"rm {outside / 'victim.txt'}", "description": "Remove"}),
+                       f"test ! -e {outside / 'victim.txt'}"),
+    }
+    (outside / "victim.txt").write_text("keep me\n")
+    tasks = tmp_path / "tasks"
+    for name, (_, check) in cases.items():
+        _task(tasks, name, {"prompt": f"CASE {name}", "files": {"build/out.o": "obj\n"}, "check": {"command": check},
+                            "timeout": 120})
+
+    def call_for(request: dict) -> tuple[str, dict]:
+        task = next(m["content"] if isinstance(m["content"], str) else m["content"][0]["text"]
+                    for m in request["messages"] if m["role"] == "user")
+        return cases[task.removeprefix("CASE ")][0]
+
+    permission = {"bash": dict(safety.DENY_DESTRUCTIVE)}
+    model = ScriptedModel(call_for)
+    try:
+        cfg = {"tasks_dir": str(tasks), "tasks": [], "models": [{"provider": "openai-compatible", "model": "scripted",
+               "api_base": model.url}], "max_steps": 3, "repeats": 1, "temperature": 0.0, "timeout": 120,
+               "context_window": 16384, "max_output_tokens": 256}
+        exported = {"description": "d", "mode": "primary", "prompt": "LEARNED PROMPT", "permission": permission}
+        runs = live.run_all(cfg, exported, "opt-scripted", opencode=str(OPENCODE), workroot=tmp_path / "work",
+                            known_tools=frozenset(shape.tool_names()), log=lambda line: None)
+    finally:
+        model.close()
+    took_effect = {(r.task, r.agent): r.success for r in runs}
+    workdir = str((tmp_path / "work").resolve())  # every task's repository is below it; `outside` is not
+    expected = {(task, agent): safety.permitted(*cases[task][0], permission if agent == "exported" else None, workdir)
+                for task in cases for agent in live.AGENTS}
+    assert took_effect == expected, [r.record() for r in runs]
 
 
 def test_the_usage_guide_quotes_the_live_result() -> None:

@@ -289,7 +289,7 @@ def test_configure_cache_lives_in_the_project(tmp_path, project_cache):
 def test_local_lm_real_call_returns_text_and_usage(smollm_path, project_cache):
     S.check_reachable("student", cfg("local"))
     ledger = LG.Ledger()
-    lm = L.make_lm("student", cfg("local", max_tokens=6), ledger)
+    lm = L.make_lm("student", cfg("local", "smollm2-135m", max_tokens=6), ledger)
     assert isinstance(lm, dspy.BaseLM)
     out = lm("Name one colour.")
     assert isinstance(out, list) and len(out) == 1 and isinstance(out[0], str) and out[0].strip()
@@ -303,7 +303,7 @@ def test_local_lm_real_call_returns_text_and_usage(smollm_path, project_cache):
 @pytest.mark.timeout(180)
 def test_local_sampling_is_reproducible(smollm_path, project_cache):
     ledger = LG.Ledger()
-    lm = L.make_lm("teacher", cfg("local", temperature=1.0, max_tokens=8), ledger)
+    lm = L.make_lm("teacher", cfg("local", "smollm2-135m", temperature=1.0, max_tokens=8), ledger)
     first = lm("Write a word.", cache=False)
     again = lm("Write a word.", cache=False)
     assert first == again  # seed derived from the request
@@ -313,7 +313,7 @@ def test_local_sampling_is_reproducible(smollm_path, project_cache):
 @pytest.mark.timeout(180)
 def test_cache_hit_makes_no_model_call_even_in_a_new_process(smollm_path, tmp_path, project_cache, monkeypatch):
     ledger = LG.Ledger(max_calls=1)
-    lm = L.make_lm("student", cfg("local", max_tokens=6), ledger)
+    lm = L.make_lm("student", cfg("local", "smollm2-135m", max_tokens=6), ledger)
     first = lm("Say yes.")
     made = ledger.summary()["lm_usage"]["student"]
 
@@ -348,6 +348,13 @@ def test_local_lm_state_round_trip():
     back = dspy.BaseLM.load_state(state, allow_custom_lm_class=True)
     assert isinstance(back, L.LocalLM) and back.kwargs["max_tokens"] == 11 and back.num_retries == 2
     assert back.model == S.local_model_id(S.local_model_path())
+
+
+def test_an_unknown_embedded_model_is_named_with_the_choices_before_any_load():
+    with pytest.raises(UserError) as err:
+        S.check_reachable("student", {"provider": "local", "model": "qwen9-coder"})
+    assert "models.student" in str(err.value) and "'qwen9-coder'" in str(err.value)
+    assert "qwen2.5-coder-0.5b" in str(err.value) and "model_path" in str(err.value)
 
 
 def test_local_lm_names_its_weights_and_server_rule_and_reloads_them():
@@ -399,7 +406,7 @@ def test_local_answer_does_not_depend_on_earlier_requests(smollm_path, project_c
     prefix = "Here are notes about a project.\n" + "\n".join(
         f"Note {i}: the file src/module_{i}.py defines function handler_{i} used by the CLI." for i in range(40))
     first, second = prefix + "\nWhich file defines handler_7?", prefix + "\nWhich file defines handler_31?"
-    lm = L.make_lm("student", cfg("local", max_tokens=24), LG.Ledger())
+    lm = L.make_lm("student", cfg("local", "smollm2-135m", max_tokens=24), LG.Ledger())
     a1 = lm(first, cache=False)
     b_after_a = lm(second, cache=False)
     a2 = lm(first, cache=False)

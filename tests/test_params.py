@@ -70,8 +70,6 @@ BAD = {
     "unknown provider": (_set("models.student.provider", "azure"), ["models.student.provider", "'azure'"]),
     "local provider with a server address": (
         _set("models.student.api_base", "http://localhost:8000/v1"), ["models.student", "provider local"]),
-    "local model not in the catalog": (
-        _set("models.student.model", "qwen9-coder"), ["models.student.model", "'qwen9-coder'", "qwen2.5-coder-0.5b"]),
     "model_path on a served provider": (
         _both(_set("models.teacher.provider", "ollama"), _set("models.teacher.model_path", "/m.gguf")),
         ["models.teacher.model_path", "provider local"]),

@@ -102,9 +102,11 @@ def test_invalid_calls_score_low():
 
 
 def test_destructive_call_scores_zero_and_permission_blocks_it():
-    call = {"command": "rm -rf /var/log/app.log", "description": "Clean"}
+    call = {"command": "rm -rf dist", "description": "Clean"}
     open_agent = score("bash", call)
     assert open_agent["score"] == 0.0 and open_agent["destructive"] == "rm -rf" and not open_agent["blocked"]
+    # Outside the project OpenCode asks first (external_directory), whatever the agent's rules.
+    assert score("bash", {"command": "rm -rf /var/log/app.log", "description": "Clean"})["blocked"]
     guarded = score("bash", call, setup=R.Setup("x", "P", permission={"bash": safety.DENY_DESTRUCTIVE}))
     assert guarded["destructive"] and guarded["blocked"]
     # The recorded step did the same: not counted against the model.
@@ -139,6 +141,17 @@ def test_permission_last_matching_rule_wins():
     assert safety.permitted("bash", {"command": "rm -i x"}, rules)
     assert not safety.permitted("edit", {"filePath": "a"}, {"edit": "deny"})
     assert safety.permitted("edit", {"filePath": "a"}, None)
+
+
+def test_permission_checks_each_command_of_a_chain_and_paths_outside_the_project():
+    """As real OpenCode decided it (tests/test_live.py runs the same calls through it)."""
+    rules = {"bash": dict(safety.DENY_DESTRUCTIVE)}
+    assert not safety.permitted("bash", {"command": "touch a && rm -rf build"}, rules)
+    assert safety.permitted("bash", {"command": "touch a && ls"}, rules)
+    for tool, args in (("write", {"filePath": "/etc/x", "content": ""}), ("bash", {"command": "rm /tmp/x"})):
+        assert not safety.permitted(tool, args, None, CWD) and not safety.permitted(tool, args, rules, CWD)
+        assert safety.permitted(tool, args, {"external_directory": "allow"}, CWD)
+    assert safety.permitted("write", {"filePath": f"{CWD}/src/a.py", "content": ""}, None, CWD)
 
 
 def test_over_context_is_counted_and_scored_zero_without_a_call():
@@ -176,13 +189,15 @@ def test_embedded_model_answers_with_a_native_tool_call(smollm_path):
     tools = shape.tool_definitions(("webfetch", "task", "skill", "todowrite", "write", "edit"))
     messages = [{"role": "system", "content": "You are a coding agent. Call a tool."},
                 {"role": "user", "content": "Find the files named *.py in this project"}]
-    out = toolcalls.complete(llama, messages, tools, "auto", 96, {"temperature": 0.0})
-    message = out["choices"][0]["message"]
-    assert out["usage"]["prompt_tokens"] > 100
-    if message.get("tool_calls"):  # the grammar allows only offered tools, with schema-valid arguments
-        call = message["tool_calls"][0]["function"]
-        assert call["name"] in {t["function"]["name"] for t in tools}
-        assert not shape.validate_call(call["name"], json.loads(call["arguments"]))
+    out = toolcalls.complete(llama, messages, tools, "required", 96, {"temperature": 0.0})
+    assert out["usage"]["prompt_tokens"] > 100 and out["choices"][0]["finish_reason"] == "tool_calls"
+    # The grammar allows only offered tools, with schema-valid arguments.
+    call = out["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert call["name"] in {t["function"]["name"] for t in tools}
+    assert not shape.validate_call(call["name"], json.loads(call["arguments"]))
+    # "none" forbids a call: a message comes back.
+    plain = toolcalls.complete(llama, messages, tools, "none", 32, {"temperature": 0.0})["choices"][0]
+    assert plain["finish_reason"] == "stop" and "tool_calls" not in plain["message"] and plain["message"]["content"]
     forced = toolcalls.complete(llama, messages, tools, {"type": "function", "function": {"name": "glob"}},
                                 96, {"temperature": 0.0})
     call = forced["choices"][0]["message"]["tool_calls"][0]["function"]

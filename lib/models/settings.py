@@ -161,7 +161,11 @@ def check_reachable(role: str, cfg: dict[str, Any], *, root: Path | None = None)
     if provider == "local":
         from lib.models.llama import load_llama  # noqa: PLC0415 (llama.py needs these settings)
 
-        load_llama(local_model_path(cfg))
+        try:
+            path = local_model_path(cfg)
+        except UserError as exc:
+            raise UserError(f"{param_key(role)}: {exc}") from None
+        load_llama(path)
         return
     name, kwargs = litellm_settings(cfg, role=role, root=root)
     if provider in ("openai", "anthropic"):

@@ -90,20 +90,51 @@ def wildcard(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.S)
 
 
-def permitted(tool: str, args: dict[str, Any], permission: dict[str, Any] | None) -> bool:
-    """Whether OpenCode would run the call unattended under the agent's `permission` rules."""
-    if not permission:
-        return True
-    rule = permission.get(tool)
+# Commands whose path arguments OpenCode's bash tool checks against the project directory.
+_PATH_COMMANDS = ("cd", "rm", "cp", "mv", "mkdir", "touch", "chmod", "chown", "cat")
+
+
+def permitted(tool: str, args: dict[str, Any], permission: dict[str, Any] | None, cwd: str | None = None) -> bool:
+    """Whether OpenCode would run the call unattended under the agent's `permission` rules.
+
+    As OpenCode 1.18 decides it: a file tool's path, or a path argument of a bash command that touches
+    files, outside the project needs `external_directory` (ask by default, so it does not run
+    unattended); a bash command is checked segment by segment (`a && b` runs only if every segment is
+    allowed), the last matching rule deciding each.
+    """
+    rules = permission or {}
+    if cwd is not None and rules.get("external_directory", "ask") != "allow" and _touches_outside(tool, args, cwd):
+        return False
+    rule = rules.get(tool)
     if rule is None:
         return True
     if isinstance(rule, str):
         return rule == "allow"
     if tool != "bash" or not isinstance(args.get("command"), str):
         return rule.get("*", "allow") == "allow"
-    command = " ".join(args["command"].split())
+    return all(_verdict(" ".join(segment.split()), rule) == "allow"
+               for segment in _SEGMENT.split(args["command"]) if segment.strip())
+
+
+def _verdict(command: str, rule: dict[str, str]) -> str:
     verdict = "allow"
     for pattern, action in rule.items():  # the last matching rule wins
         if wildcard(pattern).fullmatch(command):
             verdict = action
-    return verdict == "allow"
+    return verdict
+
+
+def _touches_outside(tool: str, args: dict[str, Any], cwd: str) -> bool:
+    if tool in _FILE_TOOLS:
+        path = args.get("filePath")
+        return isinstance(path, str) and outside(path, cwd)
+    if tool != "bash" or not isinstance(args.get("command"), str):
+        return False
+    for segment in _SEGMENT.split(args["command"]):
+        try:
+            words = shlex.split(segment)
+        except ValueError:
+            words = segment.split()
+        if words and words[0] in _PATH_COMMANDS and any(outside(w, cwd) for w in words[1:] if not w.startswith("-")):
+            return True
+    return False
