@@ -180,14 +180,32 @@ class Loopback:
         self.server.server_close()
 
 
-def sample_step_rows() -> list[dict[str, Any]]:
-    """Step rows from the shipped sample sessions, redacted and filtered as the pipeline's defaults do."""
+# The fake secrets planted in the sample sessions (scripts/make_samples.py), by the kind that must catch them.
+SAMPLE_SECRETS = {
+    "openai_key": "sk-proj-EXAMPLEexampleEXAMPLEexample0123456789abcdefEXAMPLE",
+    "bearer_token": "EXAMPLEtokenEXAMPLEtoken0000111122223333",
+    "github_token": "ghp_EXAMPLE0123456789EXAMPLE0123456789ab",
+    "aws_access_key": "AKIAIOSFODNN7EXAMPLE",
+    "aws_secret_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "password": "hunter2secret",
+    "private_key": "MIIEowIBAAKCAQEAEXAMPLEKEY",
+}
+
+
+def planted_in(text: str) -> set[str]:
+    """The kinds of SAMPLE_SECRETS whose value appears in `text` (an oracle independent of the redactor)."""
+    return {kind for kind, secret in SAMPLE_SECRETS.items() if secret in text}
+
+
+def sample_step_rows(redact: bool = True) -> list[dict[str, Any]]:
+    """Step rows from the shipped sample sessions, redacted (unless `redact` is false) and filtered as the
+    pipeline's defaults do."""
     from lib.data.examples import Filters, build
     from lib.data.redact import Redactor
     from lib.data.session import Session
     from lib.data.sources import read_all
     from lib.data.sources.common import Rejected
 
-    sessions = [Session.from_dict(Redactor().value(item.to_dict()))
+    sessions = [Session.from_dict(Redactor(enabled=redact).value(item.to_dict()))
                 for _, item in read_all(SAMPLES) if not isinstance(item, Rejected)]
     return list(build(sessions, Filters(True, "finish_stop", 0.0, 0.3, None), "step", 6, 1200))

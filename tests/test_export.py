@@ -16,7 +16,7 @@ import yaml
 from lib.export import files as E
 from lib.opencode import agent as A
 from lib.opencode import render as R
-from helpers import shipped_params, sample_step_rows
+from helpers import planted_in, shipped_params, sample_step_rows
 from lib.program.agent import Agent, to_example
 from lib.core.errors import UserError
 from lib.data.redact import Redactor
@@ -48,6 +48,8 @@ def rows() -> list[dict]:
     """Example rows built from the sample session logs in git, redacted as the parse stage does."""
     out = sample_step_rows()
     assert len(out) > 50
+    # The planted secrets reach these rows (as markers), so the files checked below were made from them.
+    assert planted_in(json.dumps(sample_step_rows(redact=False))) and "[REDACTED:" in json.dumps(out)
     return out
 
 
@@ -72,6 +74,7 @@ def front_matter(text: str) -> tuple[dict, str]:
 
 
 def assert_safe(name: str, text: str) -> None:
+    assert not planted_in(text), f"{name} holds the sample's planted secrets: {sorted(planted_in(text))}"
     probe = Redactor()
     probe.text(text)
     assert probe.total == 0, f"{name} holds a secret pattern: {dict(probe.counts)}"

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from helpers import load_json, make_project, read_jsonl, run_data_stages, run_stage, sample_files
+from helpers import SAMPLE_SECRETS, load_json, make_project, read_jsonl, run_data_stages, run_stage, sample_files
 from lib.data.redact import Redactor
 
 # kind -> (text holding one secret of that kind, the text after redaction). All values are fake.
@@ -58,18 +58,6 @@ ORDINARY = [
     "task-1234567890abcdefghij",
     "export OPENAI_API_KEY=<your key>",
 ]
-
-# The fake secrets planted in the sample sessions (scripts/make_samples.py), by the kind that must catch them.
-SAMPLE_SECRETS = {
-    "openai_key": "sk-proj-EXAMPLEexampleEXAMPLEexample0123456789abcdefEXAMPLE",
-    "bearer_token": "EXAMPLEtokenEXAMPLEtoken0000111122223333",
-    "github_token": "ghp_EXAMPLE0123456789EXAMPLE0123456789ab",
-    "aws_access_key": "AKIAIOSFODNN7EXAMPLE",
-    "aws_secret_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    "password": "hunter2secret",
-    "private_key": "MIIEowIBAAKCAQEAEXAMPLEKEY",
-}
-
 
 @pytest.mark.parametrize("kind", sorted(SECRETS))
 def test_each_secret_kind_is_replaced_by_its_marker(kind):

@@ -15,7 +15,7 @@ import dspy
 import pytest
 
 from conftest import need
-from helpers import sample_step_rows
+from helpers import planted_in, sample_step_rows
 from lib.export import files as E
 from lib.opencode import agent as A
 from lib.program.agent import Agent, CompactJSONAdapter, to_example
@@ -194,6 +194,13 @@ def test_bank_is_safe_and_describes_the_same_index(demos):
     ids = [d["id"] for d in bank["demos"]]
     assert ids == sorted(ids) and 0 < len(ids) <= len(demos)
     text = json.dumps(bank, ensure_ascii=False)
+    # The planted values themselves, not only what the redactor recognizes: absent here, and absent from
+    # a bank built from unredacted rows that hold them (worked_example refuses a demo with a secret).
+    assert not planted_in(text)
+    raw = [dict(to_example(r)) for r in sample_step_rows(redact=False)]
+    assert planted_in(json.dumps(raw))
+    unsafe = plugin.demo_bank(raw, {"k": 3, "fields": ["task", "steps_so_far"]}, 3, 1200)
+    assert unsafe["demos"] and not planted_in(json.dumps(unsafe, ensure_ascii=False))
     probe = Redactor()
     probe.text(text)
     assert probe.total == 0 and "[REDACTED" not in text
