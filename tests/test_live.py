@@ -337,6 +337,45 @@ def test_replay_blocks_what_real_opencode_refuses_under_the_exported_permission(
     assert took_effect == expected, [r.record() for r in runs]
 
 
+@pytest.mark.timeout(900)
+def test_replay_rebuilds_the_request_real_opencode_sent(tmp_path: Path) -> None:
+    """An independent oracle for replay's request: real OpenCode runs a task with the exported agent
+    (tools block included) against a scripted model that keeps every request body; the session it stored
+    is read back by the pipeline's own reader into a step row, and replay's request for that step must
+    be what OpenCode sent: the same system prompt, messages and tool definitions."""
+    from lib.data.examples import Filters, build
+    from lib.data.sources import read_all
+    from lib.data.sources.common import Rejected
+    from lib.opencode import replay as R
+
+    need(OPENCODE.exists(), "OpenCode CLI missing (run ./setup.sh --test)")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    shutil.copy(TASKS / "create-file.yaml", tasks)
+    model = ScriptedModel()
+    try:
+        cfg = {"tasks_dir": str(tasks), "tasks": [], "models": [{"provider": "openai-compatible", "model": "scripted",
+               "api_base": model.url}], "max_steps": 3, "repeats": 1, "temperature": 0.0, "timeout": 300,
+               "context_window": 16384, "max_output_tokens": 256}
+        exported = {"description": "d", "mode": "primary", "prompt": "LEARNED PROMPT: act through tools.",
+                    "tools": {"webfetch": False, "skill": False}}
+        runs = live.run_all(cfg, exported, "opt-scripted", opencode=str(OPENCODE), workroot=tmp_path / "work",
+                            known_tools=frozenset(shape.tool_names()), log=lambda line: None)
+    finally:
+        model.close()
+    assert [r.success for r in runs] == [True, True]
+    sent = model.requests[-2]  # the exported agent's first request (the last run's two requests)
+    assert sent["messages"][0]["content"].startswith("LEARNED PROMPT")
+    db = next((tmp_path / "work").rglob("opencode.db"))  # the last run's store
+    sessions = [item for _, item in read_all(db) if not isinstance(item, Rejected)]
+    (row,) = [r for r in build(sessions, Filters(True, "finish_stop", 0.0, None, None), "step", 6, 100_000)
+              if not r["replay"].get("steps")]
+    student = R.Student("scripted", None, None, 16384, "scripted", "live/scripted")
+    rebuilt = R.build_request(row, R.Setup(R.EXPORTED, exported["prompt"], ("webfetch", "skill")), student)
+    assert rebuilt["messages"] == sent["messages"]
+    assert rebuilt["tools"] == sent["tools"]
+
+
 def test_the_usage_guide_quotes_the_live_result() -> None:
     from lib.export.files import Scores, usage_guide
     from lib.opencode.agent import ExportSettings, opencode_target

@@ -498,3 +498,16 @@ def test_real_opencode_sessions_regenerate_and_parse(tmp_path, opencode_bin, lla
     for s in exports:
         for t in s.turns:
             assert t.model == "local/smollm2" and isinstance(t.outcome.finish, str) and t.task
+
+
+def test_git_repository_as_opencode_told_the_model(tmp_path):
+    """opencode.db's project `vcs` decides (the real fixtures ran outside git: "Is directory a git repo: no");
+    an export without it goes by the project id, which OpenCode takes from a git repo's first commit."""
+    from_db = [s for _, s in read_all(REAL / "opencode.db") if isinstance(s, Session)]
+    assert from_db and all(s.context.is_git is False for s in from_db)
+    export = json.loads(next(REAL.glob("export-*.json")).read_text(encoding="utf-8"))
+    for project, expected in (("global", False), ("4f1c2a9e0b7d", True)):
+        export["info"]["projectID"] = project
+        (tmp_path / "export.json").write_text(json.dumps(export), encoding="utf-8")
+        (session,) = [s for _, s in read_all(tmp_path / "export.json") if isinstance(s, Session)]
+        assert session.context.is_git is expected

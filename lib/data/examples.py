@@ -141,7 +141,7 @@ def _replay_turn(s: Session, turn: Turn, max_history: int, max_chars: int) -> di
     history = turn.history[-max_history:] if max_history else []
     return {
         "cwd": s.context.working_directory or s.project,
-        "git": s.context.git_branch is not None,
+        "git": s.context.is_git if s.context.is_git is not None else s.context.git_branch is not None,
         "time": turn.time_start,
         "history": [{"role": m.role, "text": _cut(m.text, max_chars)} for m in history],
     }

@@ -84,6 +84,7 @@ class Context:
     files: list[str] = field(default_factory=list)
     file_count: int | None = None
     git_branch: str | None = None
+    is_git: bool | None = None  # a git repository (OpenCode's project vcs); None: unknown, see git_branch
     captured: str = "start"  # start | end (end state must not leak into inputs)
 
 

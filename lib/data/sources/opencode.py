@@ -69,8 +69,12 @@ def task_links(messages: Iterable[RawMessage]) -> list[str]:
 
 
 def to_session(info: dict[str, Any], messages: list[RawMessage], source: str, rel: str,
-               parent_hint: str | None = None) -> Session | None:
-    """Map one session; None when it holds no message at all (nothing to learn, nothing wrong)."""
+               parent_hint: str | None = None, vcs: str | None = None) -> Session | None:
+    """Map one session; None when it holds no message at all (nothing to learn, nothing wrong).
+
+    `vcs` is the project's version control as opencode.db records it ("git" or None); without it, a
+    project id other than "global" (OpenCode names a git project by its first commit) means git.
+    """
     if not messages:
         return None
     ordered = sorted(messages, key=_order)
@@ -85,7 +89,7 @@ def to_session(info: dict[str, Any], messages: list[RawMessage], source: str, re
         path=rel,
         turns=turns,
         # Only the directory: OpenCode stores nothing else about the project at the start.
-        context=Context(working_directory=directory, captured="start"),
+        context=Context(working_directory=directory, is_git=_is_git(info, vcs), captured="start"),
         parent_id=info.get("parentID") or parent_hint,
         title=info.get("title") or None,
         project=directory,
@@ -288,3 +292,11 @@ def _usage(infos: list[dict[str, Any]]) -> Usage:
 
 def _int(value: Any) -> int | None:
     return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _is_git(info: dict[str, Any], vcs: str | None) -> bool | None:
+    """Whether OpenCode told the model "Is directory a git repo: yes" for this session's project."""
+    if vcs is not None:
+        return vcs == "git"
+    project = info.get("projectID")
+    return None if project is None else project != "global"

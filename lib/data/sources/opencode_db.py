@@ -102,11 +102,22 @@ class OpenCodeDbReader(ChunkedReader):
                     yield Rejected(where, "stored only in the newer session_message table, which is not read yet; "
                                           "use `opencode export <id>` for this session"), []
                     continue
-                session = to_session(info, messages, self.name, rel)
+                session = to_session(info, messages, self.name, rel, vcs=_vcs(con, tables, info.get("projectID")))
                 if session is not None:
                     yield session, task_links(messages)
         finally:
             con.close()
+
+
+def _vcs(con: sqlite3.Connection, tables: set[str], project: str | None) -> str | None:
+    """The project's `vcs` column ("git" or None), or None where the store has no project table."""
+    if "project" not in tables or project is None:
+        return None
+    try:
+        row = con.execute("SELECT vcs FROM project WHERE id = ?", (project,)).fetchone()
+    except sqlite3.DatabaseError:
+        return None  # an older store without the column: decided from the project id instead
+    return (row[0] or "") if row else None
 
 
 def _damaged(done: int, exc: sqlite3.DatabaseError) -> InputError:
