@@ -316,3 +316,22 @@ def test_replay_request_carries_the_plugin_examples(rows, demos):
         assert extra.startswith(bank["header"]) and extra.count("\nCall: {") == 2
         assert with_bank["messages"][1] == {"role": "system", "content": extra}
         assert with_bank["messages"][:1] + with_bank["messages"][2:] == plain["messages"]
+
+
+def test_the_candidate_kept_is_the_best_on_val_not_the_first_or_last(demos, monkeypatch):
+    """select_on_val keeps the (fixed, k, fields) whose val score is highest: here a metric that prefers
+    k=3 among 1, 3 and 5 (the agent's answer names its k), so neither grid order nor size can pass."""
+    from lib.program import retrieval
+
+    def answer(self, **inputs):
+        return dspy.Prediction(reasoning="", plan="", next_action=str(self.k))
+
+    class PrefersThree:
+        def score(self, example, prediction):
+            return {"1": 0.2, "3": 0.9, "5": 0.5}[prediction.next_action]
+
+    monkeypatch.setattr(retrieval.RetrievalAgent, "__call__", answer)
+    train = [dspy.Example(**d).with_inputs("task", "context", "history", "tools", "steps_so_far")
+             for d in demos[:20]]
+    chosen = retrieval.select_on_val(Agent(), train, train[:4], PrefersThree(), [1, 3, 5], [["task"]])
+    assert chosen.k == 3
