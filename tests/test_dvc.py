@@ -94,6 +94,20 @@ def repo(tmp_path_factory, smollm_path) -> Path:
     return repo
 
 
+def _restore(repo: Path) -> None:
+    sh(repo, "git", "checkout", "HEAD", "--", ".")
+    dvc(repo, "checkout", "--force")
+
+
+@pytest.fixture
+def workspace(repo: Path):
+    """The shared run as committed, for a test that changes it (a re-run, an experiment): restored before
+    and after, however the test ends, so no test depends on another's order or success."""
+    _restore(repo)
+    yield repo
+    _restore(repo)
+
+
 def _stage_outputs(pipeline: dict) -> set[str]:
     """Every path a stage writes (outs, metrics, plots) as declared in dvc.yaml."""
     paths = set()
@@ -154,9 +168,10 @@ def test_plots_show_both_series(repo, tmp_path):
         assert text in html
 
 
-def test_rerun_changes_only_the_usage_files(repo):
+def test_rerun_changes_only_the_usage_files(workspace):
     """Re-running the model stages from the model cache moves calls to cache hits; scores, per-example
     files and dvc.lock stay byte-identical, and the usage files that changed are ignored by git."""
+    repo = workspace
     for stage in ("baseline", "optimize"):
         dvc(repo, "repro", "-f", "-s", stage)
     assert sh(repo, "git", "status", "--porcelain").stdout.strip() == ""
@@ -166,7 +181,6 @@ def test_rerun_changes_only_the_usage_files(repo):
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     (workspace,) = shown.values()
     assert workspace["data"]["metrics/optimized_usage.json"]["data"]["lm_calls"] == 0
-    sh(repo, "git", "checkout", "--", "metrics")
 
 
 def test_remote_round_trip_restores_without_calling_a_model(repo, tmp_path):
@@ -193,8 +207,9 @@ def test_remote_round_trip_restores_without_calling_a_model(repo, tmp_path):
     assert (clone / "metrics/optimized.json").read_bytes() == (repo / "metrics/optimized.json").read_bytes()
 
 
-def test_experiment_through_the_cli(repo, tmp_path):
+def test_experiment_through_the_cli(workspace, tmp_path):
     """`train` runs `dvc exp run -S ...`; re-scoring with new weights reuses every cached model answer."""
+    repo = workspace
     override = tmp_path / "weights.yaml"
     override.write_text(yaml.safe_dump({"optimization": {"metric_weights": {"efficiency": 0}}}))
     done = sh(repo, sys.executable, "-m", "lib.cli", "train", "--experiment-name", "no-efficiency",
@@ -232,8 +247,9 @@ def test_experiment_through_the_cli(repo, tmp_path):
         sh(repo, "git", "show", "HEAD:metrics/baseline.json").stdout)
 
 
-def test_bootstrap_experiment_uses_the_teacher(repo):
+def test_bootstrap_experiment_uses_the_teacher(workspace):
     """`dvc exp run -S` with BootstrapFewShot: the teacher runs on train, demos land in the program."""
+    repo = workspace
     run = dvc(repo, "exp", "run", "-n", "bootstrap", "-S", "optimization.optimizer=bootstrap",
               "-S", "optimization.bootstrap.max_bootstrapped_demos=2",
               "-S", "optimization.bootstrap.max_labeled_demos=2", "-S", "optimization.max_train_examples=6")
@@ -248,11 +264,11 @@ def test_bootstrap_experiment_uses_the_teacher(repo):
         assert key in usage and key not in report, key
     program = read_json(repo / "outputs/program.json")
     assert len(program["predict"]["demos"]) == report["demos"]
-    sh(repo, "git", "checkout", "HEAD", "--", "params.yaml")
 
 
-def test_knn_experiment_exports_the_plugin(repo):
+def test_knn_experiment_exports_the_plugin(workspace):
     """`dvc exp run -S optimization.optimizer=knn`: k chosen on val, demos per input, the plugin and its bank."""
+    repo = workspace
     run = dvc(repo, "exp", "run", "-n", "knn", "-S", "optimization.optimizer=knn", "-S", "optimization.knn.k=[1]",
               "-S", "optimization.knn.fixed=[0,1]", "-S", "export.formats=[usage_guide,plugin]")
     assert "Running stage 'optimize'" in run.stdout and "Running stage 'export'" in run.stdout
@@ -268,18 +284,15 @@ def test_knn_experiment_exports_the_plugin(repo):
     assert not {d["id"] for d in bank["demos"]} & set(report["retrieval"]["fixed"])  # the prompt shows those
     assert (repo / "outputs/prompts/plugin/nearest-demos.js").read_text(encoding="utf-8") == \
         (ROOT / "lib/opencode/nearest-demos.js").read_text(encoding="utf-8")
-    sh(repo, "git", "checkout", "HEAD", "--", "params.yaml")
 
 
-def test_ci_script_shares_results_through_the_remote(repo, tmp_path):
+def test_ci_script_shares_results_through_the_remote(workspace, tmp_path):
     """scripts/ci_pipeline.sh (what the CI workflow runs) pushes a run to the remote; a second clone running
     the same script gets the first one's prompts, data and metrics from it without calling a model."""
+    repo = workspace
     workflow = yaml.safe_load((ROOT / ".github/workflows/prompts.yml").read_text(encoding="utf-8"))
     runs = [step.get("run", "") for step in workflow["jobs"]["pipeline"]["steps"]]
     assert any(r.startswith("scripts/ci_pipeline.sh") for r in runs) and "./setup.sh" in runs
-    # The workspace as committed (earlier tests ran experiments in it).
-    sh(repo, "git", "checkout", "HEAD", "--", ".")
-    dvc(repo, "checkout", "--force")
     remote = tmp_path / "team-remote"
 
     def ci(cwd: Path, report: Path) -> subprocess.CompletedProcess:

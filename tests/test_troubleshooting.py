@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import PYTHON, crashing_engine, env, make_project, project_with_pipeline, run_stage
+from helpers import PYTHON, SAMPLES, crashing_engine, env, make_project, project_with_pipeline, run_data_stages, run_stage
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "TROUBLESHOOTING.md"
@@ -118,10 +118,14 @@ def too_few_examples(tmp: Path) -> str:
 
 
 def split_empty(tmp: Path) -> str:
-    from lib.program.agent import Agent
-    from lib.scoring.evaluate import evaluate
-    from lib.scoring.metric import Metric
-    return _error(lambda: evaluate(Agent(), [], Metric({"tool_validity": 1}), 1, "baseline"))
+    logs = tmp / "logs"  # two sessions: too few groups for every split to get one
+    logs.mkdir()
+    for path in sorted(SAMPLES.glob("dspy-*.json"))[:2]:
+        (logs / path.name).write_bytes(path.read_bytes())
+    project = make_project(tmp / "p", logs, min_examples=1, train_split=0.98, val_split=0.01, test_split=0.01)
+    run_data_stages(project)
+    assert not (project / "data" / "splits" / "test.jsonl").read_text(encoding="utf-8").strip()
+    return _stage(project, "baseline")
 
 
 def api_key_missing(tmp: Path) -> str:
@@ -172,8 +176,10 @@ def unknown_model(tmp: Path) -> str:
 
 
 def budget(tmp: Path) -> str:
-    from lib.models.ledger import Ledger
-    return _error(lambda: Ledger(max_calls=0).run("student", lambda: None, lambda: None))
+    project = make_project(tmp)
+    _params(project, optimization__max_lm_calls=1)
+    run_data_stages(project)
+    return _stage(project, "baseline")
 
 
 def _user_metric(tmp: Path) -> None:
@@ -205,9 +211,13 @@ def metric_signature(tmp: Path) -> str:
 
 
 def metric_range(tmp: Path) -> str:
-    from lib.config import custom_metric
-    _user_metric(tmp)
-    return _error(lambda: custom_metric.answer("doc_metrics:big", custom_metric.load("doc_metrics:big")(1, 2)))
+    project = make_project(tmp)
+    (project / "doc_metrics.py").write_text("def big(example, prediction, trace=None):\n    return 3\n",
+                                            encoding="utf-8")
+    _params(project, optimization__metric="doc_metrics:big", optimization__select_on="offline",
+            models__student__max_tokens=8)
+    run_data_stages(project)
+    return _stage(project, "baseline")
 
 
 def export_missing_input(tmp: Path) -> str:
