@@ -243,6 +243,21 @@ class ScriptedModel:
         self.server.server_close()
 
 
+def scripted_runs(tmp_path: Path, tasks: Path, exported: dict, call_for=greeting_call,
+                  timeout: int = 300) -> tuple[list[live.Run], ScriptedModel]:
+    """Every task in `tasks` run by real OpenCode with both agents on a ScriptedModel (closed after)."""
+    model = ScriptedModel(call_for)
+    try:
+        cfg = {"tasks_dir": str(tasks), "tasks": [], "models": [{"provider": "openai-compatible", "model": "scripted",
+               "api_base": model.url}], "max_steps": 3, "repeats": 1, "temperature": 0.0, "timeout": timeout,
+               "context_window": 16384, "max_output_tokens": 256}
+        runs = live.run_all(cfg, exported, "opt-scripted", opencode=str(OPENCODE), workroot=tmp_path / "work",
+                            known_tools=frozenset(shape.tool_names()), log=lambda line: None)
+    finally:
+        model.close()
+    return runs, model
+
+
 @pytest.mark.timeout(900)
 def test_real_opencode_runs_each_task_with_both_agents_and_the_checks_decide(tmp_path: Path) -> None:
     """Real OpenCode against a scripted model: the call it makes takes effect and the check sees it; a task
@@ -254,17 +269,9 @@ def test_real_opencode_runs_each_task_with_both_agents_and_the_checks_decide(tmp
     # A number as a word of its own once made OpenCode's command line fail: the task goes in as typed.
     _task(tasks, "cannot-pass", {"prompt": "Create greeting.txt saying hello from opencode, on port 8000.",
                                  "check": {"command": "test -f file-nobody-was-asked-for.txt"}})
-    model = ScriptedModel()
-    try:
-        cfg = {"tasks_dir": str(tasks), "tasks": [], "models": [{"provider": "openai-compatible", "model": "scripted",
-               "api_base": model.url}], "max_steps": 3, "repeats": 1, "temperature": 0.0, "timeout": 600,
-               "context_window": 16384, "max_output_tokens": 256}
-        exported = {"description": "d", "mode": "primary", "prompt": "LEARNED PROMPT: act through tools.",
-                    "tools": {"skill": False}}
-        runs = live.run_all(cfg, exported, "opt-scripted", opencode=str(OPENCODE), workroot=tmp_path / "work",
-                            known_tools=frozenset(shape.tool_names()), log=lambda line: None)
-    finally:
-        model.close()
+    exported = {"description": "d", "mode": "primary", "prompt": "LEARNED PROMPT: act through tools.",
+                "tools": {"skill": False}}
+    runs, model = scripted_runs(tmp_path, tasks, exported, timeout=600)
     by = {(r.task, r.agent): r for r in runs}
     assert set(by) == {(t, a) for t in ("create-file", "cannot-pass") for a in live.AGENTS}
     for agent in live.AGENTS:
@@ -320,16 +327,8 @@ def test_replay_blocks_what_real_opencode_refuses_under_the_exported_permission(
         return cases[task.removeprefix("CASE ")][0]
 
     permission = {"bash": dict(safety.DENY_DESTRUCTIVE)}
-    model = ScriptedModel(call_for)
-    try:
-        cfg = {"tasks_dir": str(tasks), "tasks": [], "models": [{"provider": "openai-compatible", "model": "scripted",
-               "api_base": model.url}], "max_steps": 3, "repeats": 1, "temperature": 0.0, "timeout": 120,
-               "context_window": 16384, "max_output_tokens": 256}
-        exported = {"description": "d", "mode": "primary", "prompt": "LEARNED PROMPT", "permission": permission}
-        runs = live.run_all(cfg, exported, "opt-scripted", opencode=str(OPENCODE), workroot=tmp_path / "work",
-                            known_tools=frozenset(shape.tool_names()), log=lambda line: None)
-    finally:
-        model.close()
+    exported = {"description": "d", "mode": "primary", "prompt": "LEARNED PROMPT", "permission": permission}
+    runs, _ = scripted_runs(tmp_path, tasks, exported, call_for, timeout=120)
     took_effect = {(r.task, r.agent): r.success for r in runs}
     workdir = str((tmp_path / "work").resolve())  # every task's repository is below it; `outside` is not
     expected = {(task, agent): safety.permitted(*cases[task][0], permission if agent == "exported" else None, workdir)
@@ -352,17 +351,9 @@ def test_replay_rebuilds_the_request_real_opencode_sent(tmp_path: Path) -> None:
     tasks = tmp_path / "tasks"
     tasks.mkdir()
     shutil.copy(TASKS / "create-file.yaml", tasks)
-    model = ScriptedModel()
-    try:
-        cfg = {"tasks_dir": str(tasks), "tasks": [], "models": [{"provider": "openai-compatible", "model": "scripted",
-               "api_base": model.url}], "max_steps": 3, "repeats": 1, "temperature": 0.0, "timeout": 300,
-               "context_window": 16384, "max_output_tokens": 256}
-        exported = {"description": "d", "mode": "primary", "prompt": "LEARNED PROMPT: act through tools.",
-                    "tools": {"webfetch": False, "skill": False}}
-        runs = live.run_all(cfg, exported, "opt-scripted", opencode=str(OPENCODE), workroot=tmp_path / "work",
-                            known_tools=frozenset(shape.tool_names()), log=lambda line: None)
-    finally:
-        model.close()
+    exported = {"description": "d", "mode": "primary", "prompt": "LEARNED PROMPT: act through tools.",
+                "tools": {"webfetch": False, "skill": False}}
+    runs, model = scripted_runs(tmp_path, tasks, exported)
     assert [r.success for r in runs] == [True, True]
     sent = model.requests[-2]  # the exported agent's first request (the last run's two requests)
     assert sent["messages"][0]["content"].startswith("LEARNED PROMPT")
