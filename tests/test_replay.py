@@ -335,3 +335,41 @@ def test_unreachable_student_fails_before_any_call(replay_project, tmp_path):
     assert "replay.students[0]" in done.stderr and "cannot reach" in done.stderr
     assert not (project / "metrics" / "replay.json").exists()
     assert not (project / "metrics" / "replay_usage.json").exists()
+
+
+def _tool_completion(i: int) -> tuple[int, dict, dict]:
+    call = {"id": f"call_{i}", "type": "function",
+            "function": {"name": "read", "arguments": json.dumps({"filePath": f"{CWD}/README.md"})}}
+    return 200, {}, {"id": f"c{i}", "object": "chat.completion", "created": 0, "model": "smollm2",
+                     "choices": [{"index": 0, "finish_reason": "tool_calls",
+                                  "message": {"role": "assistant", "content": None, "tool_calls": [call]}}],
+                     "usage": {"prompt_tokens": 900, "completion_tokens": 12, "total_tokens": 912}}
+
+
+def test_a_failed_replay_call_is_left_out_and_counted_or_stops_the_stage(replay_project, tmp_path):
+    """The second request gets HTTP 500. Allowed by optimization.max_failed_calls: that step is left out of
+    its prompt's score and counted as failed, never scored 0. Not allowed: the stage stops naming the
+    server, and writes no replay result."""
+    from helpers import Loopback, error
+
+    server = Loopback(lambda i: error(500) if i == 1 else _tool_completion(i))
+    try:
+        for allowed in (1, 0):
+            project = configure(replay_project, tmp_path / f"p{allowed}", max_steps=2)
+            params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+            params["models"]["student"] = {**server_student(server.url), "num_retries": 0, "timeout": 30}
+            params["optimization"]["max_failed_calls"] = allowed
+            (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+            server.posts = 0
+            done = run_stage(project, "replay")
+            if allowed:
+                assert done.returncode == 0, done.stderr[-2000:]
+                side = json.loads((project / "metrics" / "replay.json").read_text())["students"]["smollm2"]
+                base, ours = side["opencode_default"], side["exported"]
+                assert (base["failed"], base["n"], ours["failed"], ours["n"]) == (1, 1, 0, 2)
+                assert base["score"] == ours["score"] > 0  # the answered step is scored as answered
+            else:
+                assert done.returncode == 1 and "HTTP 500" in done.stderr and server.url in done.stderr
+                assert not (project / "metrics" / "replay.json").exists()
+    finally:
+        server.close()
