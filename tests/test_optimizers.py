@@ -21,6 +21,7 @@ from lib.scoring.metric import Metric
 from lib.optimize.optimizers import OPTIMIZERS, optimize
 from lib.config.params import ParamsError, validate
 from lib.program.runtime import save_program
+from lib.tools import shape
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -126,3 +127,40 @@ def test_optimizer_runs_on_the_embedded_model(name, examples, shared_cache, tmp_
     (again,) = loaded.predictors()
     assert again.signature.instructions == predictor.signature.instructions
     assert len(again.demos) == len(predictor.demos)
+
+
+@pytest.mark.timeout(1800)
+def test_the_default_selection_scores_candidates_as_opencode_sends_them(tmp_path, shared_cache, smollm_path):
+    """The shipped select_on (replay), through compile_program as the stage calls it, with bootstrap_rs:
+    every candidate is scored on val by the replay metric (the student gets OpenCode's request with its
+    native tools), and the program kept is the best-scoring candidate."""
+    from lib.optimize.compile import compile_program
+    from lib.program.runtime import Runtime
+
+    params = shipped_params()
+    assert params["optimization"]["select_on"] == "replay"
+    params["optimization"]["bootstrap_rs"].update(TINY["bootstrap_rs"])
+    params["export"]["disable_tools"] = "none"
+    project = make_project(tmp_path, max_field_chars=200, max_history_messages=1)
+    run_data_stages(project)
+
+    def rows(split: str, n: int) -> list[dict]:
+        return sorted(read_jsonl(project / "data" / "splits" / f"{split}.jsonl"),
+                      key=lambda r: (len(json.dumps(r["inputs"])), r["id"]))[:n]
+
+    before = dspy.cache
+    S.configure_cache(shared_cache)
+    try:
+        ledger = LG.Ledger(max_calls=400)
+        student, teacher = L.make_lm("student", local(0.0, 48), ledger), L.make_lm("teacher", local(0.7, 48), ledger)
+        with dspy.context(lm=student, adapter=CompactJSONAdapter()):
+            program = compile_program(params, Runtime(student, teacher, ledger), rows("train", 2), rows("val", 2),
+                                      name="bootstrap_rs")
+    finally:
+        dspy.cache = before
+    scores = [c["score"] for c in program.candidate_programs]
+    assert len(scores) >= 2 and program.candidate_programs[0]["program"] is program
+    assert scores[0] == max(scores)
+    replayed = [h for h in student.history if h.get("kwargs", {}).get("tools")]
+    assert replayed, "no request in OpenCode's shape reached the student during selection"
+    assert {t["function"]["name"] for t in replayed[0]["kwargs"]["tools"]} == set(shape.tool_names())

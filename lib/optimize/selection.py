@@ -131,7 +131,8 @@ def deployed_selection(params: dict[str, Any], rows: list[dict[str, Any]], ledge
     """
     wanted = params["export"]["disable_tools"]
     settings = export_settings(params, list(wanted) if isinstance(wanted, list) else [])
-    student = make_student("student", params["models"]["student"], ledger, params["replay"]["context_window"])
+    student = make_student("student", params["models"]["student"], ledger, params["replay"]["context_window"],
+                           params["replay"]["parser"])
     steps = Steps(rows)
     adapter = DeployedAdapter(steps, student, settings.max_examples, settings.disabled_tools, settings.permission)
     metric = ReplayMetric(steps, params["replay"]["metric_weights"], settings.disabled_tools, settings.permission)
