@@ -87,6 +87,14 @@ def test_mipro_search_size_is_auto_or_both_numbers(mipro, message):
         validate(params)
 
 
+def _learned(candidate: dict) -> tuple[str, int]:
+    """(instructions, number of demos) of a candidate an optimizer recorded in `candidate_programs`."""
+    if "program" in candidate:
+        (predictor,) = candidate["program"].predictors()
+        return predictor.signature.instructions, len(predictor.demos)
+    return str(candidate.get("instruction")), 0  # COPRO records the instruction text itself
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_optimizer_runs_on_the_embedded_model(name, examples, shared_cache, tmp_path, capsys):
     train, val = examples
@@ -118,6 +126,11 @@ def test_optimizer_runs_on_the_embedded_model(name, examples, shared_cache, tmp_
         assert 1 <= len(predictor.demos) <= 2  # one bootstrapped at most, topped up with a labeled one
     if name == "mipro":
         assert len(predictor.demos) <= 2  # one bootstrapped and one labeled at most
+    if name in ("copro", "mipro"):  # it tried programs other than the one it was given (SIMBA does only
+        # where a mini-batch's scores differ, which this size does not guarantee)
+        start = Agent().predict
+        tried = [_learned(c) for c in getattr(program, "candidate_programs", [])]
+        assert any(t != (start.signature.instructions, 0) for t in tried), tried
 
     # What the optimizer learned is what a saved program holds.
     path = tmp_path / "program.json"
