@@ -287,7 +287,7 @@ def test_configure_cache_lives_in_the_project(tmp_path, project_cache):
 
 @pytest.mark.timeout(120)
 def test_local_lm_real_call_returns_text_and_usage(smollm_path, project_cache):
-    S.check_reachable("student", cfg("local"))
+    S.check_reachable("student", cfg("local", "smollm2-135m"))
     ledger = LG.Ledger()
     lm = L.make_lm("student", cfg("local", "smollm2-135m", max_tokens=6), ledger)
     assert isinstance(lm, dspy.BaseLM)
