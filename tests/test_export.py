@@ -16,6 +16,7 @@ import yaml
 from lib.export import files as E
 from lib.opencode import agent as A
 from lib.opencode import render as R
+from conftest import need
 from helpers import planted_in, shipped_params, sample_step_rows
 from lib.program.agent import Agent, to_example
 from lib.core.errors import UserError
@@ -226,7 +227,7 @@ def test_embedded_coder_guide_serves_the_model_the_agent_names(tmp_path):
     try:
         catalog.model_path("qwen2.5-coder-0.5b")
     except UserError as exc:
-        pytest.skip(f"cannot assemble qwen2.5-coder-0.5b: {exc}")
+        need(False, f"cannot assemble qwen2.5-coder-0.5b: {exc}")  # in CI: a failure, never a skip
     target = A.opencode_target(student("local", "qwen2.5-coder-0.5b"), None)
     assert target.model == "local/qwen2.5-coder-0.5b"
     command = re.search(r"```sh\n(python -m lib\.models\.server serve .+)\n```", target.setup).group(1)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from lib.models.server import free_port
+from conftest import need
 from helpers import make_project, read_jsonl, run_data_stages, run_stage
 from lib.models import llama as LL
 from lib.models import toolcalls
@@ -217,7 +218,7 @@ def qwen_small_cfg() -> dict:
     try:
         catalog.model_path("qwen2.5-coder-0.5b")
     except UserError as exc:
-        pytest.skip(f"cannot assemble qwen2.5-coder-0.5b: {exc}")
+        need(False, f"cannot assemble qwen2.5-coder-0.5b: {exc}")  # in CI: a failure, never a skip
     return {"provider": "local", "model": "qwen2.5-coder-0.5b", "api_base": None, "api_key_env": None,
             "temperature": 0.0, "max_tokens": 96, "timeout": 300, "num_retries": 0}
 
