@@ -93,8 +93,8 @@ class LlamaEngine:
     """DSPy engine (complete(Request) -> Response) running an embedded model in-process with llama.cpp.
 
     temperature 0 is greedy; above 0 the seed comes from the request (messages and settings,
-    including any seed DSPy derives from a rollout_id), so sampling is reproducible. A request's
-    `parser` (lib.models.chat.PARSERS) is the server rule that reads a native template's calls.
+    including any seed DSPy derives from a rollout_id), so sampling is reproducible. `parser`
+    (lib.models.chat.PARSERS) is the server rule that reads a native template's calls.
     """
 
     def __init__(self, model_path: str | None = None, parser: str = LOCAL_PARSER) -> None:
