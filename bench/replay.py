@@ -20,12 +20,10 @@ import time
 
 import dspy
 
-from lib.models import chat
 from lib.models import ledger as LG
 from lib.models import llama as LL
 from lib.models import settings as S
 from lib.config import params as P
-from lib.models import toolcalls
 from lib.opencode import render
 from lib.opencode import replay as R
 from lib.opencode.agent import agent_prompt, export_settings, load_program, read_json
@@ -82,7 +80,6 @@ def main() -> None:
 
     if student_cfg["provider"] == "local":  # real calls straight to the engine, never from the cache
         llama = LL.load_llama(S.local_model_path(student_cfg))
-        native = LL.native_template(llama)
         setup = rows["text"]
         timings = {}
         for label, reset in (("prefix reused", False), ("no reuse", True)):
@@ -93,14 +90,9 @@ def main() -> None:
                 if reset:
                     llama.reset()  # forget the cached prefix: every call decodes the whole prompt
                 started = time.perf_counter()
-                sampling = {"temperature": 0.0, "seed": S.LOCAL_SEED}
                 with LL._llama_lock:
-                    if native:
-                        chat.chat_completion(llama, request["messages"], request["tools"], template=native,
-                                             max_tokens=student_cfg["max_tokens"], **sampling)
-                    else:
-                        toolcalls.complete(llama, request["messages"], request["tools"], "auto",
-                                           student_cfg["max_tokens"], sampling)
+                    LL.tool_reply(llama, request["messages"], request["tools"], "auto", student_cfg["max_tokens"],
+                                  {"temperature": 0.0, "seed": S.LOCAL_SEED}, p["replay"]["parser"])
                 times.append(time.perf_counter() - started)
             timings[label] = times
         print("\n| prompt prefix | first call s | later calls, mean s |\n|---|---|---|")

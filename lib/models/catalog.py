@@ -112,6 +112,12 @@ def entry(name: str) -> Entry:
                         f"(or set model_path to a GGUF file of your own)") from None
 
 
+def by_file(name: str) -> Entry | None:
+    """The catalog entry whose weights file is called `name` (with or without `.gguf`), or None."""
+    stem = name.removesuffix(".gguf")
+    return next((e for e in CATALOG.values() if e.file.removesuffix(".gguf") == stem), None)
+
+
 def cache_dir() -> Path:
     """Where assembled weights live: $OPL_MODEL_CACHE, else ~/.cache/opencode-prompt-learn/models."""
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()

@@ -89,6 +89,27 @@ def native_template(llama: Any) -> chat.ChatTemplate | None:
     return llama._native_template
 
 
+def tool_prompt(llama: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
+    """The prompt text `tool_reply` puts in front of the model for this request."""
+    native = native_template(llama)
+    return native.render(messages, tools) if native else toolcalls.render_prompt(messages, tools)
+
+
+def tool_reply(llama: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]], tool_choice: Any,
+               max_tokens: int | None, sampling: dict[str, Any], parser: str = LOCAL_PARSER) -> dict[str, Any]:
+    """An OpenAI chat.completion dict for a request with tools (the caller holds _llama_lock).
+
+    A template that offers tools: as llama.cpp's server with --jinja, free text read by `parser`.
+    Otherwise (SmolLM2): grammar-constrained calls (lib.models.toolcalls).
+    """
+    native = native_template(llama)
+    if native:
+        raw = chat.chat_completion(llama, messages, tools, template=native, parser=parser, max_tokens=max_tokens,
+                                   **sampling)
+        return {k: raw[k] for k in ("object", "choices", "usage")}
+    return toolcalls.complete(llama, messages, tools, tool_choice or "auto", max_tokens, sampling)
+
+
 class LlamaEngine:
     """DSPy engine (complete(Request) -> Response) running an embedded model in-process with llama.cpp.
 
@@ -118,16 +139,10 @@ class LlamaEngine:
         llama = load_llama(self._path())
         with _llama_lock:
             try:
-                native = native_template(llama) if body.get("tools") else None
-                sampling = {k: v for k, v in args.items() if k not in ("messages", "max_tokens")}
-                if native:  # as llama.cpp's server with --jinja: free text, read by its rule
-                    raw = chat.chat_completion(llama, body["messages"], body["tools"], template=native,
-                                               parser=self.parser, max_tokens=max_tokens,
-                                               **sampling)
-                    raw = {k: raw[k] for k in ("object", "choices", "usage")}
-                elif body.get("tools"):  # a template without tools: grammar-constrained (lib.models.toolcalls)
-                    raw = toolcalls.complete(llama, body["messages"], body["tools"], body.get("tool_choice") or "auto",
-                                             max_tokens, sampling)
+                if body.get("tools"):
+                    sampling = {k: v for k, v in args.items() if k not in ("messages", "max_tokens")}
+                    raw = tool_reply(llama, body["messages"], body["tools"], body.get("tool_choice"), max_tokens,
+                                     sampling, self.parser)
                 else:
                     raw = llama.create_chat_completion(**args)
             except ValueError as exc:

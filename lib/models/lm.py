@@ -179,10 +179,9 @@ class LocalLM(_Accounted, dspy.LM):
 
 def _catalog_file(model: str | None) -> Path:
     """The weights of a saved LocalLM's model string (local/<file stem>); None: the default model."""
-    stem = (model or "").removeprefix("local/")
-    for e in catalog.CATALOG.values():
-        if e.file.removesuffix(".gguf") == stem:
-            return local_model_path({"model": e.name})
+    known = catalog.by_file((model or "").removeprefix("local/"))
+    if known:
+        return local_model_path({"model": known.name})
     if model:
         raise UserError(f"saved embedded model {model!r} is not in the catalog ({', '.join(catalog.names())}); "
                         f"load it with LocalLM(model_path=...)")

@@ -134,8 +134,8 @@ def local_model_id(path: Path, parser: str = LOCAL_PARSER) -> str:
 
 def local_n_ctx(path: Path) -> int:
     """The context window an embedded model runs with: its catalog window (a GGUF of your own: the cap)."""
-    windows = [e.context_window for e in catalog.CATALOG.values() if e.file == path.name]
-    return min(windows[0] if windows else LOCAL_N_CTX_CAP, LOCAL_N_CTX_CAP)
+    known = catalog.by_file(path.name)
+    return min(known.context_window if known else LOCAL_N_CTX_CAP, LOCAL_N_CTX_CAP)
 
 
 def _get_json(url: str, key: str | None) -> Any:

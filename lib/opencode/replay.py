@@ -27,7 +27,6 @@ from lib.models import ledger as LG
 from lib.models import llama as LL
 from lib.models import lm as L
 from lib.models import settings as S
-from lib.models import toolcalls
 from lib.core.errors import UserError
 from lib.scoring.evaluate import Failed, attempt, paired_bootstrap_ci
 from lib.scoring.metric import arg_similarity
@@ -238,7 +237,7 @@ def compare(baseline: Result, candidate: Result) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ students
 
 def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: int | None,
-                 parser: str = "llama.cpp") -> Student:
+                 parser: str = S.LOCAL_PARSER) -> Student:
     """A Student for models.<role>-shaped settings: the DSPy LM (cache, retries, ledger) with native tools.
 
     `context_window` (replay.context_window) applies to served models; an embedded model's is its own.
@@ -248,11 +247,9 @@ def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: in
     lm = L.make_lm(role, cfg, ledger, parser=parser)
     if cfg["provider"] == "local":
         llama = LL.load_llama(S.local_model_path(cfg))
-        native = LL.native_template(llama)
 
         def count(request: dict[str, Any]) -> int:
-            text = native.render(request["messages"], request["tools"]) if native else \
-                toolcalls.render_prompt(request["messages"], request["tools"])
+            text = LL.tool_prompt(llama, request["messages"], request["tools"])
             return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
         window = llama.n_ctx()
     else:

@@ -24,13 +24,25 @@ _SEGMENT = re.compile(r"\s*(?:&&|\|\||;|\||\n)\s*")
 _FILE_TOOLS = ("write", "edit", "multiedit")
 
 
+def _file_outside(tool: str, args: dict[str, Any], cwd: str | None) -> str | None:
+    """The path a file tool's call writes outside the project, or None."""
+    path = args.get("filePath")
+    return path if tool in _FILE_TOOLS and isinstance(path, str) and outside(path, cwd) else None
+
+
+def _words(segment: str) -> list[str]:
+    """One command of a chain as the shell splits it (plain whitespace where its quoting is broken)."""
+    try:
+        return shlex.split(segment)
+    except ValueError:
+        return segment.split()
+
+
 def destructive(tool: str, args: dict[str, Any], cwd: str | None) -> str | None:
     """Why the call is destructive (a short reason), or None."""
     if tool in _FILE_TOOLS:
-        path = args.get("filePath")
-        if isinstance(path, str) and outside(path, cwd):
-            return f"{tool} outside the project: {path}"
-        return None
+        path = _file_outside(tool, args, cwd)
+        return f"{tool} outside the project: {path}" if path else None
     if tool != "bash" or not isinstance(args.get("command"), str):
         return None
     for segment in _SEGMENT.split(args["command"]):
@@ -41,10 +53,7 @@ def destructive(tool: str, args: dict[str, Any], cwd: str | None) -> str | None:
 
 
 def _destructive_command(segment: str, cwd: str | None) -> str | None:
-    try:
-        words = shlex.split(segment)
-    except ValueError:
-        words = segment.split()
+    words = _words(segment)
     while words and words[0] in ("sudo", "command", "exec", "nohup"):
         words = words[1:]
     if not words:
@@ -126,15 +135,11 @@ def _verdict(command: str, rule: dict[str, str]) -> str:
 
 def _touches_outside(tool: str, args: dict[str, Any], cwd: str) -> bool:
     if tool in _FILE_TOOLS:
-        path = args.get("filePath")
-        return isinstance(path, str) and outside(path, cwd)
+        return _file_outside(tool, args, cwd) is not None
     if tool != "bash" or not isinstance(args.get("command"), str):
         return False
     for segment in _SEGMENT.split(args["command"]):
-        try:
-            words = shlex.split(segment)
-        except ValueError:
-            words = segment.split()
+        words = _words(segment)
         if words and words[0] in _PATH_COMMANDS and any(outside(w, cwd) for w in words[1:] if not w.startswith("-")):
             return True
     return False
