@@ -1,12 +1,14 @@
 """Replay benchmark: the sample test steps as OpenCode sends them, for several ways of shipping the agent.
 
-    python -m bench.replay [--steps 20] [--only default,text,turns,used_tools]
+    python -m bench.replay [--steps 20] [--only default,text,turns,used_tools] [--timed 5]
 
 Rows: OpenCode's default prompt; the exported agent with its worked examples as text in the system
 prompt (what the agent config ships); the same examples as earlier chat turns (what a plugin could
-inject instead); the exported agent with only the tools the recorded sessions used. Then the time
-per call of the exported agent with and without reuse of the shared prompt prefix (the system prompt
-and tool definitions are the same for every step, so only the first call should pay for them).
+inject instead); the exported agent with only the tools the recorded sessions used. Then the time of
+real calls in the replay stage's order (OpenCode's default prompt, then the exported agent, over the
+first --timed steps), with and without reuse of the shared prompt prefix, beside the floor: the prompt
+tokens no earlier request began with at the prefill rate measured on this machine, plus the answer
+tokens at the decode rate.
 Runs on models.student (the embedded model by default). Answers come from the project's model cache
 where `dvc repro` already made the same request (so the score rows cost nothing twice); `--no-cache`
 makes every call real. The timing rows always make real calls. Needs `dvc repro optimize`.
@@ -35,6 +37,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="test steps replayed per row (a seeded sample)")
     ap.add_argument("--only", default="default,text,turns,used_tools", help="rows to run, comma-separated")
     ap.add_argument("--no-cache", action="store_true", help="make every call for real (s/call then means something)")
+    ap.add_argument("--timed", type=int, default=5, help="test steps in the timing table (real calls, both prompts)")
     args = ap.parse_args()
 
     p = P.load()
@@ -79,27 +82,57 @@ def main() -> None:
               f"| {s['over_context']} | {s['text_call']} | {s['prompt_tokens_mean']:.0f} | {per_call:.1f} | {top} |", flush=True)
 
     if student_cfg["provider"] == "local":  # real calls straight to the engine, never from the cache
-        llama = LL.load_llama(S.local_model_path(student_cfg))
-        setup = rows["text"]
-        timings = {}
-        for label, reset in (("prefix reused", False), ("no reuse", True)):
-            times = []
-            llama.reset()  # both start cold
-            for row in test[: min(5, len(test))]:
-                request = R.build_request(row, setup, student)
-                if reset:
-                    llama.reset()  # forget the cached prefix: every call decodes the whole prompt
-                started = time.perf_counter()
-                with LL._llama_lock:
-                    LL.tool_reply(llama, request["messages"], request["tools"], "auto", student_cfg["max_tokens"],
-                                  {"temperature": 0.0, "seed": S.LOCAL_SEED}, p["replay"]["parser"])
-                times.append(time.perf_counter() - started)
-            timings[label] = times
-        print("\n| prompt prefix | first call s | later calls, mean s |\n|---|---|---|")
-        for label, times in timings.items():
-            later = statistics.fmean(times[1:]) if len(times) > 1 else float("nan")
-            print(f"| {label} | {times[0]:.1f} | {later:.1f} |")
+        timing(student_cfg, [rows["default"], rows["text"]], test[: args.timed], student, p["replay"]["parser"])
 
+
+def _shared(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def timing(cfg: dict, setups: list, steps: list, student: R.Student, parser: str) -> None:
+    """Model time is tokens: the calls in the replay stage's order (each prompt over the steps), timed
+    cold with and without reuse of the shared prefix, beside the floor: the tokens no earlier request
+    began with, at the prefill rate measured here, plus the answer tokens at the decode rate."""
+    llama = LL.load_llama(S.local_model_path(cfg))
+    requests = [R.build_request(row, setup, student) for setup in setups for row in steps]
+    prompts = [llama.tokenize(LL.tool_prompt(llama, r["messages"], r["tools"]).encode("utf-8"), special=True)
+               for r in requests]
+    new_any = sum(len(t) - max((_shared(t, o) for o in prompts[:i]), default=0) for i, t in enumerate(prompts))
+    new_last = sum(len(t) - (_shared(t, prompts[i - 1]) if i else 0) for i, t in enumerate(prompts))
+
+    with LL._llama_lock:  # the rates, measured on the first prompt: one eval, then greedy decoding
+        llama.reset()
+        started = time.perf_counter()
+        llama.eval(prompts[0])
+        prefill = len(prompts[0]) / (time.perf_counter() - started)
+        started = time.perf_counter()
+        for _ in range(32):
+            llama.eval([llama.sample(temp=0.0)])
+        decode = 32 / (time.perf_counter() - started)
+
+    print(f"\n{len(requests)} calls ({len(setups)} prompts x {len(steps)} steps), {sum(map(len, prompts)):,} "
+          f"prompt tokens; {new_last:,} not shared with the request before, {new_any:,} with any earlier one; "
+          f"prefill {prefill:.0f} tok/s, decode {decode:.1f} tok/s")
+    print("\n| prompt prefix | real s | answer tokens | floor s (new tokens / prefill + answer / decode) |")
+    print("|---|---|---|---|")
+    for label, reuse in (("reused, as replay runs", True), ("decoded afresh each call", False)):
+        answered, started = 0, time.perf_counter()
+        with LL._llama_lock:
+            llama.reset()
+            for request in requests:
+                if not reuse:
+                    llama.reset()
+                reply = LL.tool_reply(llama, request["messages"], request["tools"], "auto", cfg["max_tokens"],
+                                      {"temperature": 0.0, "seed": S.LOCAL_SEED}, parser)
+                answered += reply["usage"]["completion_tokens"]
+        real = time.perf_counter() - started
+        decoded = new_any if reuse else sum(map(len, prompts))
+        print(f"| {label} | {real:.1f} | {answered} | {decoded / prefill + answered / decode:.1f} |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -128,19 +128,21 @@ def error(status: int, headers: dict | None = None) -> tuple[int, dict, dict]:
 
 class Loopback:
     """A real HTTP server on 127.0.0.1: lists model `smollm2` on /v1/models and answers each chat
-    completion with `behaviour(i)` for the i-th request (0-based): (status, headers, body) or HANG."""
+    completion with `behaviour(i)` for the i-th request (0-based): (status, headers, body) or HANG.
+    A body that is a string is sent as it is (a reply that is not JSON)."""
 
     def __init__(self, behaviour: Callable[[int], tuple[int, dict, dict] | None]) -> None:
         self.behaviour = behaviour
         self.posts = 0
+        self.requests: list[dict] = []  # the i-th request's JSON body, for a behaviour that answers by it
         self.release = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def _send(self, status: int, headers: dict, body: dict) -> None:
-                data = json.dumps(body).encode()
+            def _send(self, status: int, headers: dict, body: dict | str) -> None:
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
                 self.send_response(status)
                 for key, value in {"Content-Type": "application/json", **headers}.items():
                     self.send_header(key, str(value))
@@ -155,10 +157,11 @@ class Loopback:
                     self._send(*error(404))
 
             def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with lock:
                     index = outer.posts
                     outer.posts += 1
+                    outer.requests.append(json.loads(body or b"{}"))
                 answer = outer.behaviour(index)
                 if answer is HANG:
                     outer.release.wait()  # a stuck server: the connection stays open, nothing comes

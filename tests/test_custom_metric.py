@@ -141,6 +141,9 @@ def test_stages_use_the_metric_with_the_real_model(tmp_path):
     assert base["components"][CUSTOM] == pytest.approx(sum(r["components"][CUSTOM] for r in rows) / len(rows))
     assert base["score"] == pytest.approx(sum(r["score"] for r in rows) / len(rows))
     opt = json.loads((project / "metrics/optimized.json").read_text())
-    assert 0 <= opt["components"][CUSTOM] <= 1
+    opt_rows = json.loads((project / "metrics/optimized_examples.json").read_text())
+    for row in opt_rows:
+        assert row["components"][CUSTOM] == float(row["predicted_tool"] == row["gold_tool"])
+    assert opt["components"][CUSTOM] == pytest.approx(sum(r["components"][CUSTOM] for r in opt_rows) / len(opt_rows))
     calls = (project / "calls.log").read_text().split()
     assert "trace" in calls, "the optimizer did not consult the user's metric while selecting demos"

@@ -20,17 +20,28 @@ from conftest import need
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(3000)  # a run of the embedded model on 2 shared cores
 
-# Small enough to run in minutes on 2 cores, big enough to exercise every stage: one test session,
-# short fields, three fixed demos.
+# The quick start's `dvc repro` with the shipped params, made small enough to run in minutes on 2 cores:
+# only sizes change (one test session, short fields, three demos, two replayed test steps a prompt,
+# three val steps for each tool set `disable_tools: auto` tries); every choice is the shipped one.
 TINY = {
     "data": {"train_split": 0.94, "val_split": 0.03, "test_split": 0.03, "max_field_chars": 300,
              "max_history_messages": 2},
-    "optimization": {"optimizer": "labeled", "max_train_examples": 20, "max_val_examples": 4, "labeled": {"k": 3}},
+    "optimization": {"max_train_examples": 20, "max_val_examples": 3, "labeled": {"k": 3}},
     "models": {"student": {"max_tokens": 64}, "teacher": {"max_tokens": 64}},
-    # Two replayed steps a prompt, the tool set fixed (no selection on val): four replay calls a run.
     "replay": {"max_steps": 2},
-    "export": {"disable_tools": "none"},
 }
+SIZES = {"data.train_split", "data.val_split", "data.test_split", "data.max_field_chars",
+         "data.max_history_messages", "optimization.max_train_examples", "optimization.max_val_examples",
+         "optimization.labeled.k", "models.student.max_tokens", "models.teacher.max_tokens", "replay.max_steps"}
+
+
+def _keys(tree: dict, prefix: str = "") -> set[str]:
+    return {k for key, value in tree.items()
+            for k in (_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}"})}
+
+
+def test_the_tiny_run_changes_only_sizes():
+    assert _keys(TINY) == SIZES
 
 
 def _merge(base: dict, extra: dict) -> None:
@@ -125,8 +136,10 @@ def read_json(path: Path):
 
 def test_run_writes_metrics_and_prompts(repo):
     base, opt = read_json(repo / "metrics/baseline.json"), read_json(repo / "metrics/optimized.json")
-    for report in (base, opt):
-        assert 0 <= report["score"] <= 1 and report["n"] >= 1
+    assert base["n"] == opt["n"] >= 1
+    # The learned demos teach the embedded student the answer format: measured 0.000 -> 0.355 on these
+    # settings; a pipeline that scores everything 0, or learns nothing, fails here.
+    assert opt["score"] >= base["score"] + 0.1, (base["score"], opt["score"])
     assert opt["optimizer"] == "labeled" and opt["demos"] == 3
     prompts = sorted(p.name for p in (repo / "outputs/prompts").rglob("*") if p.is_file())
     assert prompts == sorted(["OPTIMIZED_BUILD.md", "USAGE_GUIDE_build.md", "build-smollm2-135m.md",
@@ -136,11 +149,27 @@ def test_run_writes_metrics_and_prompts(repo):
     assert "up to date" in status.stdout
 
 
+def test_the_shipped_tool_choice_is_made_on_val_and_exported(repo):
+    """export.disable_tools: auto as shipped: replay scored both tool sets on val with the embedded model,
+    kept the better (at a tie the shorter request), and the exported agent switches off what it chose."""
+    import json5
+
+    agent = read_json(repo / "metrics/replay.json")["agent"]
+    scores, tokens = agent["val_scores"], agent["val_prompt_tokens"]
+    assert set(scores) == {"all tools", "tools the sessions used"}, agent
+    assert tokens["tools the sessions used"] < tokens["all tools"]
+    subset = scores["tools the sessions used"] >= scores["all tools"]
+    assert bool(agent["disable_tools"]) == subset, agent
+    config = json5.loads((repo / "outputs/prompts/opencode-build-smollm2-135m.jsonc").read_text(encoding="utf-8"))
+    (entry,) = config["agent"].values()
+    assert entry.get("tools", {}) == {name: False for name in agent["disable_tools"]}
+
+
 def test_metrics_show_and_diff(repo):
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     (workspace,) = shown.values()  # the workspace only (DVC names it "" or "workspace")
     data = workspace["data"]
-    assert 0 <= data["metrics/optimized.json"]["data"]["score"] <= 1
+    assert data["metrics/optimized.json"]["data"]["score"] == read_json(repo / "metrics/optimized.json")["score"]
     assert "score" in data["metrics/baseline.json"]["data"]
     diff = json.loads(dvc(repo, "metrics", "diff", "HEAD~1", "HEAD", "--json").stdout)
     assert diff["metrics/optimized.json"]["score"]["old"] is None

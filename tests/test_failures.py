@@ -175,6 +175,36 @@ def test_server_error_500_fails_the_stage(project, serve):
     assert written(project) == []
 
 
+CONTEXT_EXCEEDED = (400, {}, {"error": {"code": 400, "type": "exceed_context_size_error", "n_ctx": 2048,
+                                         "message": "the request exceeds the available context size, try "
+                                                    "increasing it", "n_prompt_tokens": 5000}})
+
+
+# Each answer a user's server can give instead of a completion: the kind the stage names, the words
+# that tell the user what to do, and how many requests the server saw (a refusal is not retried,
+# nor is a prompt too long for the context; a reply that is not a completion is, once).
+@pytest.mark.parametrize("answer, kind, fix, posts", [
+    (error(401), "access refused (HTTP 401", "set models.student.api_key_env", 1),
+    (error(403), "access refused (HTTP 403", "set models.student.api_key_env", 1),
+    (error(400), "request refused", "check models.student.model and models.student.max_tokens", 1),
+    (CONTEXT_EXCEEDED, "context window exceeded", "llama-server -c", 1),
+    ((200, {"Content-Type": "text/html"}, "<html>sign in to the proxy</html>"), "malformed response",
+     "not a proxy or web page", 2),
+    ((200, {}, {"object": "chat.completion", "created": 0}), "malformed response", "models.student.api_base", 2),
+], ids=["401", "403", "400", "context-exceeded", "html-page", "no-choices"])
+def test_each_refusal_fails_the_stage_with_its_kind_and_fix(project, serve, answer, kind, fix, posts):
+    server = serve(lambda i: answer)
+    use(project, {"student": server.url})
+    done = run_stage(project, "baseline")
+    assert done.returncode == 1, done.stdout
+    message = done.stderr
+    for part in (kind, fix, "models.student", server.url):
+        assert part in message, (part, message)
+    assert "$None" not in message and "To fix:" not in message  # no words that name nothing
+    assert server.posts == posts
+    assert written(project) == []
+
+
 def test_rate_limit_429_is_retried_then_fails_the_stage(project, serve):
     server = serve(lambda i: error(429, {"Retry-After": "1"}))
     use(project, {"student": server.url}, num_retries=2)

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import dspy
+import json5
 import pytest
 import yaml
 
@@ -374,3 +375,81 @@ def test_a_failed_replay_call_is_left_out_and_counted_or_stops_the_stage(replay_
                 assert not (project / "metrics" / "replay.json").exists()
     finally:
         server.close()
+
+
+def _answers_by_tool_count(all_tools: int, full: str, fewer: str):
+    """A scripted server student: a `read` of the README (right tool, right target on no step, but a
+    valid call) or a destructive bash call, depending on whether the request offers every tool."""
+    good = {"name": "read", "arguments": json.dumps({"filePath": f"{CWD}/README.md"})}
+    bad = {"name": "bash", "arguments": json.dumps({"command": "rm -rf /", "description": "clean"})}
+    calls = {"good": good, "bad": bad}
+
+    def behaviour(server):
+        def answer(i: int):
+            offered = len(server.requests[i].get("tools") or [])
+            call = calls[full if offered == all_tools else fewer]
+            return 200, {}, {"id": f"c{i}", "object": "chat.completion", "created": 0, "model": "smollm2",
+                             "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                                 "role": "assistant", "content": None,
+                                 "tool_calls": [{"id": f"call_{i}", "type": "function", "function": call}]}}],
+                             "usage": {"prompt_tokens": 900, "completion_tokens": 12, "total_tokens": 912}}
+        return answer
+    return behaviour
+
+
+@pytest.mark.parametrize("full, fewer, chosen", [
+    ("good", "bad", "all tools"),                # the better val score wins, though its request is longer
+    ("bad", "good", "tools the sessions used"),
+    ("good", "good", "tools the sessions used"),  # a tie: the shorter request wins
+])
+def test_disable_tools_auto_chooses_on_val_and_export_ships_the_choice(replay_project, tmp_path, full, fewer, chosen):
+    """export.disable_tools: auto through the replay and export stages: both candidate tool sets are scored
+    on val, the better one (at a tie, the shorter request) is chosen, the test split is scored with it,
+    and the exported agent switches off exactly the tools it switched off."""
+    from helpers import Loopback
+
+    train = read_jsonl(replay_project / "data" / "splits" / "train.jsonl")
+    used = {r["gold"]["next_action"]["tool"] for r in train}
+    used |= {s["tool"] for r in train for s in (r.get("replay") or {}).get("steps") or []}
+    unused = sorted(set(shape.tool_names()) - used)
+    assert unused, "the sample's training steps use every tool; the choice would be trivial"
+    holder: dict = {}
+    server = Loopback(lambda i: holder["answer"](i))
+    holder["answer"] = _answers_by_tool_count(len(shape.tool_names()), full, fewer)(server)
+    try:
+        project = configure(replay_project, tmp_path / "p", max_steps=2)
+        params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+        params["models"]["student"] = {**server_student(server.url), "num_retries": 0, "timeout": 30}
+        params["export"]["disable_tools"] = "auto"
+        params["optimization"]["max_val_examples"] = 3
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+        done = run_stage(project, "replay")
+        assert done.returncode == 0, done.stderr[-3000:]
+        offered = [len(r.get("tools") or []) for r in server.requests]
+    finally:
+        server.close()
+    report = json.loads((project / "metrics" / "replay.json").read_text())
+    agent = report["agent"]
+    assert set(agent["val_scores"]) == {"all tools", "tools the sessions used"}
+    tokens = agent["val_prompt_tokens"]
+    assert tokens["tools the sessions used"] < tokens["all tools"]
+    scores = agent["val_scores"]
+    if full != fewer:
+        assert scores[chosen] > max(s for k, s in scores.items() if k != chosen), scores
+    assert agent["disable_tools"] == ([] if chosen == "all tools" else unused)
+    # 3 val steps per candidate, then 2 test steps per prompt; the exported prompt's test requests carry
+    # the chosen tool set, OpenCode's default all of them.
+    assert len(offered) == 3 + 3 + 2 + 2
+    want = len(shape.tool_names()) - len(agent["disable_tools"])
+    assert sorted(offered[6:]) == sorted([len(shape.tool_names())] * 2 + [want] * 2), offered
+    side = report["students"]["smollm2"]
+    assert side["exported"]["destructive"] == 0  # the chosen set is the one that made good calls
+    assert side["opencode_default"]["destructive"] == (2 if full == "bad" else 0)  # it always has every tool
+
+    for name in ("baseline", "optimized"):
+        (project / "metrics" / f"{name}.json").write_text(json.dumps({"score": 0.1, "components": {}, "n": 2}))
+    done = run_stage(project, "export")
+    assert done.returncode == 0, done.stderr[-2000:]
+    config = json5.loads(next((project / "outputs" / "prompts").glob("opencode-*.jsonc")).read_text())
+    (entry,) = config["agent"].values()
+    assert entry.get("tools", {}) == {name: False for name in agent["disable_tools"]}

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import PYTHON, SAMPLES, crashing_engine, env, make_project, project_with_pipeline, run_data_stages, run_stage
+from helpers import (PYTHON, SAMPLES, Loopback, crashing_engine, env, error, make_project, project_with_pipeline,
+                     run_data_stages, run_stage)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "TROUBLESHOOTING.md"
@@ -180,6 +181,35 @@ def budget(tmp: Path) -> str:
     _params(project, optimization__max_lm_calls=1)
     run_data_stages(project)
     return _stage(project, "baseline")
+
+
+def _answered_by(tmp: Path, answer: tuple) -> str:
+    """The baseline stage's error when the student's server answers every completion with `answer`."""
+    project = make_project(tmp, max_field_chars=300, max_history_messages=2)
+    run_data_stages(project)
+    server = Loopback(lambda i: answer)
+    try:
+        _params(project, models__student=_model("openai-compatible", model="smollm2", api_base=server.url))
+        return _stage(project, "baseline")
+    finally:
+        server.close()
+
+
+def access_refused(tmp: Path) -> str:
+    return _answered_by(tmp, error(401))
+
+
+def malformed_response(tmp: Path) -> str:
+    return _answered_by(tmp, (200, {"Content-Type": "text/html"}, "<html>sign in</html>"))
+
+
+def context_exceeded(tmp: Path) -> str:
+    return _answered_by(tmp, (400, {}, {"error": {"code": 400, "type": "exceed_context_size_error", "message":
+                                                  "the request exceeds the available context size"}}))
+
+
+def server_error(tmp: Path) -> str:
+    return _answered_by(tmp, error(503))
 
 
 def _user_metric(tmp: Path) -> None:

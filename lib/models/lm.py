@@ -81,16 +81,21 @@ class _Accounted:
         if cfg is None or not isinstance(exc, LMError):
             return
         where = f"{param_key(self._role)} ({cfg['provider']} {cfg['model']} at {self._address()})"
+        # LiteLLM appends generic advice ("To fix: pass api_key ...") that names its API, not ours.
+        detail = " ".join(str(exc).split("To fix:")[0].split())[:300]
         if isinstance(exc, LMAuthError):
-            raise UserError(f"{where}: the API key was rejected ({exc}); check "
-                            f"${cfg.get('api_key_env')} in the environment or .env") from exc
+            status = getattr(exc, "status", None) or "401/403"
+            env = cfg.get("api_key_env")
+            fix = (f"check ${env} in the environment or .env" if env else
+                   f"if the server needs a key, set {param_key(self._role)}.api_key_env to the variable "
+                   f"that holds it")
+            raise UserError(f"{where}: access refused (HTTP {status}: {detail}); {fix}") from exc
         if isinstance(exc, LMBillingError):
-            raise UserError(f"{where}: the provider refused for billing reasons ({exc}); add credit "
+            raise UserError(f"{where}: the provider refused for billing reasons ({detail}); add credit "
                             f"or choose another model") from exc
         if cfg["provider"] in ("openai-compatible", "ollama"):
             check_reachable(self._role, cfg)  # raises the unreachable / unknown-model UserError
         kind, fix = failure_kind(exc, self._role, cfg)
-        detail = " ".join(str(exc).split())[:300]
         raise ModelCallFailed(f"{where}: {kind} after {cfg['num_retries']} retr"
                               f"{'y' if cfg['num_retries'] == 1 else 'ies'} ({detail}); {fix}",
                               role=self._role, kind=kind) from exc

@@ -74,7 +74,8 @@ def _simba(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
 
 def _gepa(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
     budget = {"max_metric_calls": cfg["max_metric_calls"]} if cfg["max_metric_calls"] else {"auto": cfg["auto"]}
-    opt = dspy.GEPA(metric=metric.gepa, **budget, reflection_lm=teacher,
+    # track_stats keeps each candidate's val score on the program, so the choice can be checked.
+    opt = dspy.GEPA(metric=metric.gepa, **budget, reflection_lm=teacher, track_stats=True,
                     reflection_minibatch_size=cfg["reflection_minibatch_size"], num_threads=threads, seed=seed)
     return lambda program, train, val: opt.compile(program, trainset=train, valset=val)
 
