@@ -162,3 +162,45 @@ def test_broken_config_is_reported_invalid(opencode, tmp_path):
     # `debug config` reports it the same way, whatever its exit status
     shown = opencode.run(proj, "debug", "config")
     assert "Configuration is invalid" in shown.stdout + shown.stderr
+
+
+def _shipped_agent_files(permission: str = "deny_destructive") -> dict[str, str]:
+    """The export's files for the shipped export settings, with two tools switched off as replay may choose."""
+    from helpers import shipped_params
+
+    params = shipped_params()
+    params["models"]["student"].update(provider="ollama", model="qwen2.5-coder:1.5b", temperature=0.2)
+    params["export"]["permission"] = permission
+    return E.render_files(A.export_settings(params, ["skill", "webfetch"]), PROGRAM, SCORES, "2025-11-19")
+
+
+def test_exported_tools_and_permission_blocks_resolve_in_opencode(opencode, tmp_path):
+    """The `tools` and `permission` blocks export writes, as OpenCode resolves them: the tools replay switched
+    off are off and denied, and every bash rule of the export is in the agent's ruleset in our order, after
+    OpenCode's own bash rules (its last matching rule decides)."""
+    from lib.opencode import safety
+
+    files = _shipped_agent_files()
+    proj = project(tmp_path)
+    (proj / "opencode.jsonc").write_text(files["opencode-build-qwen2.5-coder-1.5b.jsonc"], encoding="utf-8")
+    agent, text = opencode.agent(proj, "build-qwen2.5-coder-1.5b")
+    assert agent is not None, text[-3000:]
+    assert agent["tools"]["skill"] is False and agent["tools"]["webfetch"] is False
+    assert all(agent["tools"][name] for name in ("bash", "read", "edit", "write", "grep", "glob"))
+    rules = [(r["permission"], r["pattern"], r["action"]) for r in agent["permission"]]
+    assert ("skill", "*", "deny") in rules and ("webfetch", "*", "deny") in rules
+    bash = [(pattern, action) for permission, pattern, action in rules if permission == "bash"]
+    ours = list(safety.DENY_DESTRUCTIVE.items())
+    assert bash[-len(ours):] == ours, bash
+
+
+def test_a_permission_block_opencode_rejects_is_reported(opencode, tmp_path):
+    """The oracle above can fail: the same export with a permission action OpenCode does not know is refused."""
+    files = _shipped_agent_files()
+    text = files["opencode-build-qwen2.5-coder-1.5b.jsonc"]
+    broken = text.replace('"rm -rf *": "deny"', '"rm -rf *": "refuse"')
+    assert broken != text
+    proj = project(tmp_path)
+    (proj / "opencode.jsonc").write_text(broken, encoding="utf-8")
+    agent, shown = opencode.agent(proj, "build-qwen2.5-coder-1.5b")
+    assert agent is None and "Configuration is invalid" in shown and "refuse" in shown, shown[-3000:]
