@@ -262,3 +262,6 @@ def test_simba_and_gepa_try_what_a_capable_teacher_proposes(name, examples, tmp_
     learned = json.dumps(ADVICE if name == "simba" else PROPOSAL)[1:-1]
     tried = [s for s in sent if learned in s]
     assert tried, f"no student request carried the {name} proposal"
+    # Both choose on val: the student answered the val examples (SIMBA alone never sees them).
+    for ex in val:
+        assert any(json.dumps(ex.task)[1:-1] in s for s in sent), ex.task

@@ -2,8 +2,8 @@
 
 What the teacher does depends on the optimizer: it runs the program to bootstrap demos
 (bootstrap, bootstrap_rs, mipro, simba), proposes instructions (mipro, copro), or reflects on
-failures with the metric's feedback (gepa). Selection only ever sees the val split; the test
-split is for the final score alone.
+failures with the metric's feedback (gepa). Selection only ever sees the val split (SIMBA ranks its
+final candidates on train, so they are ranked again on val); the test split is for the final score alone.
 
 DSPy optimizers score an example whose program raised as 0 and go on. So that a failed model call
 never passes as a low score, any failed call during optimization stops the stage (the ledger's
@@ -17,6 +17,7 @@ from typing import Any
 import dspy
 
 from lib.models.ledger import Ledger
+from lib.program.agent import mean_score
 from lib.scoring.metric import Metric
 from lib.program.runtime import Progress
 
@@ -68,7 +69,15 @@ def _simba(cfg, metric, teacher, student_lm, threads, seed) -> Compile:
         # SIMBA needs a mini-batch no larger than its data.
         opt = dspy.SIMBA(metric=metric, bsize=min(cfg["bsize"], len(train)), num_candidates=cfg["num_candidates"],
                          max_steps=cfg["max_steps"], prompt_model=teacher, num_threads=threads)
-        return opt.compile(program, trainset=train, seed=seed)
+        found = opt.compile(program, trainset=train, seed=seed)
+        if not val:
+            return found
+        # SIMBA ranks its final candidates on its own trainset; the pipeline selects on val alone.
+        scored = [(mean_score(c["program"], val, metric), c["program"]) for c in found.candidate_programs]
+        scored.sort(key=lambda pair: pair[0], reverse=True)  # stable: a tie keeps SIMBA's order
+        best = scored[0][1]
+        best.candidate_programs = [{"score": score, "program": prog} for score, prog in scored]
+        return best
     return run
 
 

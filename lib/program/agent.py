@@ -62,6 +62,26 @@ class Agent(dspy.Module):
         return self.predict(**{name: _text(inputs.get(name)) for name in INPUT_FIELDS})
 
 
+def mean_score(program: dspy.Module, examples: list[dspy.Example], metric: Any) -> float:
+    """The program's mean metric score (0-1) over `examples`, as selection on val computes it.
+
+    An example whose prediction raises scores 0 (as in lib.scoring.evaluate); a UserError (budget,
+    dead server, rejected key) propagates: the user must act.
+    """
+    from lib.core.errors import UserError
+
+    total = 0.0
+    for ex in examples:
+        try:
+            pred = program(**ex.inputs())
+        except UserError:
+            raise
+        except Exception:
+            pred = dspy.Prediction(reasoning="", plan="", next_action="")
+        total += float(metric.score(ex, pred))
+    return total / len(examples) if examples else 0.0
+
+
 def to_example(row: dict[str, Any]) -> dspy.Example:
     """An example row (lib.data.examples) -> a dspy.Example with inputs, the program's outputs, and the gold labels."""
     fields: dict[str, Any] = {name: _text(row["inputs"].get(name)) for name in INPUT_FIELDS}

@@ -21,8 +21,7 @@ from typing import Any
 
 import dspy
 
-from lib.program.agent import Agent, _text
-from lib.core.errors import UserError
+from lib.program.agent import Agent, _text, mean_score
 from lib.core.paths import relativize
 from lib.data.examples import INPUT_FIELDS, context_workdir
 
@@ -229,16 +228,7 @@ def select_on_val(program: dspy.Module, train: list[dspy.Example], val: list[dsp
         agent.predict.signature = program.predict.signature
         if len(candidates) == 1:
             return agent
-        total = 0.0
-        for ex in val:
-            try:
-                pred = agent(**ex.inputs())
-            except UserError:  # budget, unreachable server: the user must act
-                raise
-            except Exception:  # one odd example scores 0, as in lib.scoring.evaluate
-                pred = dspy.Prediction(reasoning="", plan="", next_action="")
-            total += float(metric.score(ex, pred))
-        score = total / len(val) if val else 0.0
+        score = mean_score(agent, val, metric)
         print(f"knn: fixed={n} k={k} fields={'+'.join(fields)}: val score {score:.3f}", flush=True)
         if score > best_score:
             best, best_score = agent, score
