@@ -277,7 +277,10 @@ def test_experiment_through_the_cli(workspace, tmp_path):
 
 
 def test_bootstrap_experiment_uses_the_teacher(workspace):
-    """`dvc exp run -S` with BootstrapFewShot: the teacher runs on train, demos land in the program."""
+    """`dvc exp run -S` with BootstrapFewShot: only optimize re-runs, the teacher runs on train, and the demos
+    the report counts are the program's. (The embedded teacher's answers rarely pass the metric, so these
+    may be labeled demos; that a right answer becomes a demo is checked with a capable teacher in
+    test_optimizers.)"""
     repo = workspace
     run = dvc(repo, "exp", "run", "-n", "bootstrap", "-S", "optimization.optimizer=bootstrap",
               "-S", "optimization.bootstrap.max_bootstrapped_demos=2",

@@ -209,11 +209,16 @@ ADVICE = "Before you edit a file, read it; name the file the task names."
 PROPOSAL = "Choose the one tool call that moves the task forward; prefer reading the named file first."
 
 
-def _scripted_teacher(i: int, request: dict) -> tuple[int, dict, dict]:
-    """A teacher that can do what SIMBA and GEPA ask: SIMBA's advice and GEPA's new instruction, each as
-    the JSON object of output fields their proposer's adapter reads."""
+def _scripted_teacher(i: int, request: dict, train: list = ()) -> tuple[int, dict, dict]:
+    """A teacher that can do what each optimizer asks: run the agent right on a training example (the
+    recorded answer), SIMBA's advice and GEPA's new instruction, each as the JSON object of output fields
+    the adapter reads."""
     asked = json.dumps(request.get("messages"))
-    if "module_advice" in asked:
+    gold = next((ex for ex in train if json.dumps(ex.task)[1:-1] in asked), None)
+    if "keys reasoning, plan, next_action" in asked and gold is not None:
+        text = json.dumps({"reasoning": "The task names this; do it first.", "plan": gold.plan,
+                           "next_action": gold.next_action})
+    elif "module_advice" in asked:
         text = json.dumps({"discussion": "The better run read the file first.", "module_advice": {"predict": ADVICE}})
     else:
         text = json.dumps({"new_instruction": PROPOSAL})
@@ -231,14 +236,15 @@ def _scripted_student(i: int, requests: list[dict]) -> tuple[int, dict, dict]:
                                   "next_action": action}))
 
 
-@pytest.mark.parametrize("name", ["simba", "gepa"])
-def test_simba_and_gepa_try_what_a_capable_teacher_proposes(name, examples, tmp_path):
-    """Where the student's scores differ, SIMBA asks the teacher for advice and GEPA for a new instruction
-    (with the metric's feedback); both then run the student with that text in its instructions. The
-    embedded teacher rarely writes a parseable proposal, so these two are scripted, over real HTTP."""
+@pytest.mark.parametrize("name", ["bootstrap", "simba", "gepa"])
+def test_optimizers_keep_what_a_capable_teacher_gives(name, examples, tmp_path):
+    """Bootstrap keeps the teacher's right answers as demos. Where the student's scores differ, SIMBA asks
+    the teacher for advice and GEPA for a new instruction (with the metric's feedback); both then run the
+    student with that text in its instructions. The embedded teacher rarely passes the metric or writes a
+    parseable proposal, so teacher and student are scripted here, over real HTTP."""
     train, val = examples
     servers: dict[str, Loopback] = {}
-    servers["teacher"] = Loopback(lambda i: _scripted_teacher(i, servers["teacher"].requests[i]))
+    servers["teacher"] = Loopback(lambda i: _scripted_teacher(i, servers["teacher"].requests[i], train))
     servers["student"] = Loopback(lambda i: _scripted_student(i, servers["student"].requests))
     before = dspy.cache
     S.configure_cache(tmp_path)
@@ -248,8 +254,8 @@ def test_simba_and_gepa_try_what_a_capable_teacher_proposes(name, examples, tmp_
                                       "api_key_env": None, "temperature": 0.0, "max_tokens": 200, "timeout": 30,
                                       "num_retries": 0}, ledger) for role, s in servers.items()}
         with dspy.context(lm=lms["student"], adapter=CompactJSONAdapter()):
-            optimize(name, TINY[name], Agent(), train, val, METRIC, lms["teacher"], lms["student"],
-                     num_threads=1, seed=0, ledger=ledger)
+            program = optimize(name, TINY[name], Agent(), train, val, METRIC, lms["teacher"], lms["student"],
+                               num_threads=1, seed=0, ledger=ledger)
         sent = [json.dumps(r["messages"]) for r in servers["student"].requests]
         asked = [json.dumps(r["messages"]) for r in servers["teacher"].requests]
     finally:
@@ -257,6 +263,11 @@ def test_simba_and_gepa_try_what_a_capable_teacher_proposes(name, examples, tmp_
         for server in servers.values():
             server.close()
     assert asked, "the teacher was never asked"
+    if name == "bootstrap":  # a demo the teacher made, with the recorded answer it gave
+        made = [d for d in program.predict.demos if d.get("augmented")]
+        assert made and all(d["next_action"] in {ex.next_action for ex in train} for d in made), \
+            program.predict.demos
+        return
     if name == "gepa":  # the reflection saw the metric's own feedback, not only a number
         assert any(re.search(r"Score \d\.\d\d \(tool_validity \d\.\d\d", a) for a in asked), asked[0][:2000]
     learned = json.dumps(ADVICE if name == "simba" else PROPOSAL)[1:-1]
