@@ -96,25 +96,29 @@ def test_query_text_uses_the_fields_and_relative_paths():
 # ------------------------------------------------------------------------------ the DSPy program
 
 def test_each_input_gets_its_nearest_demos(rows):
-    bank = [to_example(r) for r in rows[:30]]
-    agent = RetrievalAgent(bank, 2, ["task", "steps_so_far"])
+    """A hand-made bank whose nearest demos are known by construction: each query shares two or three rare
+    words with one demo and one with another, and none with the rest."""
+    tasks = {"a": "Fix the failing login test in tests/test_auth.py",
+             "b": "Rename parse_row to parse_record across the package",
+             "c": "Add a retry to the HTTP client in src/client.py",
+             "d": "Explain what src/auth.py does with the session token"}
+    bank = [to_example({**row, "id": key, "inputs": {**row["inputs"], "task": task}})
+            for (key, task), row in zip(tasks.items(), rows)]
+    agent = RetrievalAgent(bank, 2, ["task"])
+    nearest = {"failing login; package": ["b", "a"],  # shown nearest last: where a small model copies from
+               "retry HTTP client; session": ["d", "c"]}
     lm = dspy.utils.DummyLM([{"reasoning": "r", "plan": '["read"]', "next_action": '{"tool": "read", "args": {}}'}] * 4,
                             adapter=CompactJSONAdapter())
     with dspy.context(lm=lm, adapter=CompactJSONAdapter()):
-        for row in rows[40:42]:
-            ex = to_example(row)
-            picked = agent.pick(ex.inputs())
-            want = Index.build([d["id"] for d in agent.predict.demos],
-                               [query_text(dict(d), agent.fields) for d in agent.predict.demos]).top_k(
-                query_text(dict(ex.inputs()), agent.fields), 2)
-            # the k best, shown nearest last: next to the input, where a small model copies from most
-            assert [d["id"] for d in picked] == [agent.predict.demos[i]["id"] for i in reversed(want)]
-            agent(**ex.inputs())
+        for query, want in nearest.items():
+            inputs = {**dict(to_example(rows[40]).inputs()), "task": query}
+            picked = agent.pick(inputs)
+            assert [d["id"] for d in picked] == want
+            agent(**inputs)
             messages = lm.history[-1]["messages"]
-            answers = [m["content"] for m in messages if m["role"] == "assistant"]
-            assert len(answers) == 2  # only as many demos as k went to the model
-            for demo, answer in zip(picked, answers):  # in the picked order
-                assert demo["next_action"] in answer
+            users = [m["content"] for m in messages if m["role"] == "user"][:-1]
+            assert len(users) == 2  # only as many demos as k went to the model, in the picked order
+            assert [tasks[key] in text for key, text in zip(want, users)] == [True, True]
 
 
 def test_saved_program_keeps_bank_and_settings(rows, tmp_path):
