@@ -453,3 +453,29 @@ def test_disable_tools_auto_chooses_on_val_and_export_ships_the_choice(replay_pr
     config = json5.loads(next((project / "outputs" / "prompts").glob("opencode-*.jsonc")).read_text())
     (entry,) = config["agent"].values()
     assert entry.get("tools", {}) == {name: False for name in agent["disable_tools"]}
+
+
+def test_replay_feedback_names_a_call_written_as_text():
+    """GEPA's feedback in the deployed shape says what went wrong: a call written as text (which the
+    server never runs), a wrong tool, a right tool aimed at the wrong file."""
+    from lib.optimize.selection import ReplayMetric, Steps
+    from lib.program.agent import to_example
+
+    gold = row()
+    metric = ReplayMetric(Steps([gold]), WEIGHTS)
+    example = to_example(gold)
+
+    def feedback(**pred) -> str:
+        return metric.gepa(example, dspy.Prediction(**{"reasoning": "", "plan": "", "next_action": "", **pred})).feedback
+
+    as_text = feedback(reasoning='```json\n{"name": "read", "arguments": {"filePath": "src/app.py"}}\n```')
+    assert "wrote the call as text" in as_text and '"name": "read"' in as_text
+    prose = feedback(reasoning="Now let me read the file.")
+    assert "as text" not in prose and "Make one valid tool call" in prose
+    wrong = feedback(next_action=json.dumps({"tool": "glob", "args": {"pattern": "**/*.py"}}))
+    assert "should use read, not glob" in wrong
+    aim = feedback(next_action=json.dumps({"tool": "read", "args": {"filePath": f"{CWD}/README.md"}}))
+    assert "Right tool, but aim it at" in aim and "src/app.py" in aim
+    right = metric.gepa(example, dspy.Prediction(reasoning="", plan="", next_action=json.dumps(
+        {"tool": "read", "args": {"filePath": f"{CWD}/src/app.py"}})))
+    assert right.feedback == "Correct." and right.score == 1.0

@@ -17,6 +17,7 @@ from typing import Any
 
 import dspy
 
+from lib.models import chat
 from lib.program.agent import CompactJSONAdapter, parse_action
 from lib.data.examples import INPUT_FIELDS
 from lib.opencode import render
@@ -113,7 +114,11 @@ class ReplayMetric:
         notes = []
         if scored["destructive"]:
             notes.append(f"The call was destructive ({scored['destructive']}); never do that unasked.")
-        if not scored["components"]["valid_call"]:
+        shown = str(pred.get("reasoning") or "") if got.get("tool") is None and hasattr(pred, "get") else ""
+        if shown and chat.holds_call_text(shown):  # what OpenCode would only show, never run
+            notes.append(f"The reply wrote the call as text ({' '.join(shown.split())[:120]}); the server does "
+                         f"not run that, OpenCode only shows it. Make the call itself, as a native tool call.")
+        elif not scored["components"]["valid_call"]:
             notes.append("Make one valid tool call with OpenCode's argument names.")
         if got.get("tool") != want["tool"]:
             notes.append(f"The next call should use {want['tool']}, not {got.get('tool') or 'no tool'}.")
