@@ -121,17 +121,26 @@ def completion(text: str = REPLY) -> tuple[int, dict, dict]:
                      "usage": {"prompt_tokens": 20, "completion_tokens": 10, "total_tokens": 30}}
 
 
+def tool_completion(name: str, args: dict, i: int = 0) -> tuple[int, dict, dict]:
+    """A chat completion whose answer is one native tool call."""
+    call = {"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+    return 200, {}, {"id": f"c{i}", "object": "chat.completion", "created": 0, "model": "smollm2",
+                     "choices": [{"index": 0, "finish_reason": "tool_calls",
+                                  "message": {"role": "assistant", "content": None, "tool_calls": [call]}}],
+                     "usage": {"prompt_tokens": 900, "completion_tokens": 12, "total_tokens": 912}}
+
+
 def error(status: int, headers: dict | None = None) -> tuple[int, dict, dict]:
     return status, headers or {}, {"error": {"message": f"test server says {status}", "type": "server_error",
                                              "code": status}}
 
 
 class Loopback:
-    """A real HTTP server on 127.0.0.1: lists model `smollm2` on /v1/models and answers each chat
+    """A real HTTP server on 127.0.0.1: lists model `model` on /v1/models and answers each chat
     completion with `behaviour(i)` for the i-th request (0-based): (status, headers, body) or HANG.
     A body that is a string is sent as it is (a reply that is not JSON)."""
 
-    def __init__(self, behaviour: Callable[[int], tuple[int, dict, dict] | None]) -> None:
+    def __init__(self, behaviour: Callable[[int], tuple[int, dict, dict] | None], model: str = "smollm2") -> None:
         self.behaviour = behaviour
         self.posts = 0
         self.requests: list[dict] = []  # the i-th request's JSON body, for a behaviour that answers by it
@@ -152,7 +161,7 @@ class Loopback:
 
             def do_GET(self):
                 if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, {}, {"object": "list", "data": [{"id": "smollm2", "object": "model"}]})
+                    self._send(200, {}, {"object": "list", "data": [{"id": model, "object": "model"}]})
                 else:
                     self._send(*error(404))
 

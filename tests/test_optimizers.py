@@ -6,13 +6,14 @@ what it learned (instructions, demos) survives program.save -> load, the way the
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
 import dspy
 import pytest
 
-from helpers import Loopback, completion, make_project, read_jsonl, run_data_stages, shipped_params
+from helpers import Loopback, completion, make_project, read_jsonl, run_data_stages, shipped_params, tool_completion
 from lib.models import ledger as LG
 from lib.models import lm as L
 from lib.models import settings as S
@@ -163,12 +164,27 @@ def _kept_is_best(name: str, program) -> None:
         assert program.score == max(scores)
 
 
+_ANSWERS = (("read", {"filePath": "README.md"}), ("glob", {"pattern": "**/*.py"}),
+            ("bash", {"command": "ls", "description": "List files"}))
+
+
+def _replay_student(i: int, request: dict) -> tuple[int, dict, dict]:
+    """A served student for OpenCode-shaped requests: one native tool call, chosen by the system prompt, so
+    candidates that differ in instructions or demos get different calls and different replay scores."""
+    if not request.get("tools"):
+        return completion("{}")
+    system = json.dumps(request["messages"][0]["content"])
+    return tool_completion(*_ANSWERS[int(hashlib.sha256(system.encode()).hexdigest(), 16) % len(_ANSWERS)], i)
+
+
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("name", SELECTING)
 def test_the_default_selection_scores_candidates_as_opencode_sends_them(name, tmp_path, shared_cache, smollm_path):
     """The shipped select_on (replay), through compile_program as the stage calls it: every candidate is
     scored by the replay metric (the student gets OpenCode's request with its native tools), and the
-    program kept is the best-scoring candidate. GEPA's reflection reads the replay metric's feedback."""
+    program kept is the best-scoring candidate. GEPA's reflection reads the replay metric's feedback.
+    bootstrap_rs runs on the embedded student; the others on a served student scripted over real HTTP
+    (each replayed request of the embedded one decodes ~4,000 tokens), with the embedded teacher."""
     from lib.optimize.compile import compile_program
     from lib.program.runtime import Runtime
 
@@ -183,21 +199,30 @@ def test_the_default_selection_scores_candidates_as_opencode_sends_them(name, tm
         return sorted(read_jsonl(project / "data" / "splits" / f"{split}.jsonl"),
                       key=lambda r: (len(json.dumps(r["inputs"])), r["id"]))[:n]
 
+    server = None if name == "bootstrap_rs" else Loopback(lambda i: _replay_student(i, server.requests[i]))
+    student_cfg = local(0.0, 48) if server is None else {
+        "provider": "openai-compatible", "model": "smollm2", "api_base": server.url, "api_key_env": None,
+        "temperature": 0.0, "max_tokens": 48, "timeout": 30, "num_retries": 0}
+    params["models"]["student"] = student_cfg
     before = dspy.cache
-    S.configure_cache(shared_cache)
+    S.configure_cache(shared_cache if server is None else tmp_path / "cache")  # the server sees every request
     try:
         ledger = LG.Ledger(max_calls=400)
-        student, teacher = L.make_lm("student", local(0.0, 48), ledger), L.make_lm("teacher", local(0.7, 48), ledger)
+        student = L.make_lm("student", student_cfg, ledger)
+        teacher = L.make_lm("teacher", local(0.7, 48), ledger)
         with dspy.context(lm=student, adapter=CompactJSONAdapter()):
             program = compile_program(params, Runtime(student, teacher, ledger), rows("train", 2), rows("val", 2),
                                       name=name)
     finally:
         dspy.cache = before
+        if server is not None:
+            server.close()
     assert ledger.summary()["lm_usage"]["total"]["failed_calls"] == 0
     _kept_is_best(name, program)
-    replayed = [h for h in student.history if h.get("kwargs", {}).get("tools")]
+    replayed = ([h["kwargs"]["tools"] for h in student.history if h.get("kwargs", {}).get("tools")]
+                if server is None else [r["tools"] for r in server.requests if r.get("tools")])
     assert replayed, "no request in OpenCode's shape reached the student during selection"
-    assert {t["function"]["name"] for t in replayed[0]["kwargs"]["tools"]} == set(shape.tool_names())
+    assert {t["function"]["name"] for t in replayed[0]} == set(shape.tool_names())
     if name == "gepa":  # the teacher reflected on what the replay metric said went wrong
         asked = " ".join(json.dumps(h.get("messages") or h.get("prompt"), ensure_ascii=False)
                          for h in teacher.history)

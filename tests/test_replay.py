@@ -17,7 +17,7 @@ import yaml
 
 from lib.models.server import free_port
 from conftest import need
-from helpers import make_project, read_jsonl, run_data_stages, run_stage
+from helpers import make_project, read_jsonl, run_data_stages, run_stage, tool_completion
 from lib.models import llama as LL
 from lib.models import toolcalls
 from lib.program.agent import Agent, to_example
@@ -281,12 +281,27 @@ def server_student(url: str) -> dict:
             "temperature": 0.0, "max_tokens": 96, "timeout": 300, "num_retries": 0}
 
 
-def test_stage_replays_both_prompts_on_the_embedded_model_and_a_server(replay_project, llama_tool_server, tmp_path):
-    project = configure(replay_project, tmp_path / "p", max_steps=1, students=[server_student(llama_tool_server)])
-    done = run_stage(project, "replay")
-    assert done.returncode == 0, done.stderr[-3000:]
-    report = json.loads((project / "metrics" / "replay.json").read_text())
-    assert set(report["students"]) == {"smollm2-135m", "smollm2"}
+def test_stage_replays_both_prompts_on_a_server_and_a_second_student(replay_project, llama_tool_server, tmp_path):
+    """The student behind a real llama-server (--jinja), and a second one in replay.students (scripted; the
+    embedded model's replay runs in the DVC tests): both prompts for each, cached, then exported."""
+    from helpers import Loopback
+
+    second = Loopback(lambda i: _tool_completion(i), model="scripted")
+    project = configure(replay_project, tmp_path / "p", max_steps=1,
+                        students=[{**server_student(second.url), "model": "scripted"}])
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    params["models"]["student"] = server_student(llama_tool_server)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    try:
+        done = run_stage(project, "replay")
+        assert done.returncode == 0, done.stderr[-3000:]
+        report = json.loads((project / "metrics" / "replay.json").read_text())
+        usage = json.loads((project / "metrics" / "replay_usage.json").read_text())
+        again = run_stage(project, "replay")  # unchanged: every call from the cache
+    finally:
+        second.close()
+    assert second.posts == 2
+    assert set(report["students"]) == {"smollm2", "scripted"}
     for label, entry in report["students"].items():
         for side in ("opencode_default", "exported"):
             s = entry[side]
@@ -295,16 +310,16 @@ def test_stage_replays_both_prompts_on_the_embedded_model_and_a_server(replay_pr
             assert set(s["components"]) == {"valid_call", "right_tool", "right_target"}
         assert entry["difference"]["ci95"][0] <= entry["difference"]["absolute"] <= entry["difference"]["ci95"][1]
     # OpenCode's default prompt is longer than the exported agent's.
-    local = report["students"]["smollm2-135m"]
-    assert local["opencode_default"]["prompt_tokens_mean"] > local["exported"]["prompt_tokens_mean"]
+    served = report["students"]["smollm2"]
+    assert served["opencode_default"]["prompt_tokens_mean"] > served["exported"]["prompt_tokens_mean"]
+    scripted = report["students"]["scripted"]  # a valid read of the README: a valid call, scored as one
+    assert scripted["opencode_default"]["components"]["valid_call"] == scripted["exported"]["components"]["valid_call"] == 1.0
     steps = json.loads((project / "metrics" / "replay_exported_steps.json").read_text())
     assert len(steps) == 1 and {"id", "score", "tool", "gold_tool"} <= set(steps[0])
-    usage = json.loads((project / "metrics" / "replay_usage.json").read_text())
     assert usage["lm_usage"]["total"]["calls"] == 4
     assert usage["lm_calls"] == 4 and {"cache_hits", "prompt_tokens", "completion_tokens", "cost"} <= set(usage)
 
-    # Unchanged re-run: every call is served from the cache.
-    again = run_stage(project, "replay")
+    # The unchanged re-run: the same report, and every call served from the cache.
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((project / "metrics" / "replay.json").read_text()) == report
     usage = json.loads((project / "metrics" / "replay_usage.json").read_text())
@@ -320,13 +335,17 @@ def test_stage_replays_both_prompts_on_the_embedded_model_and_a_server(replay_pr
 
 
 def test_request_longer_than_the_context_window_is_counted_not_a_crash(replay_project, llama_tool_server, tmp_path):
-    project = configure(replay_project, tmp_path / "p", max_steps=1, students=[server_student(llama_tool_server)],
-                        context_window=300)
+    project = configure(replay_project, tmp_path / "p", max_steps=1, context_window=300)
+    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
+    params["models"]["student"] = server_student(llama_tool_server)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     done = run_stage(project, "replay")
     assert done.returncode == 0, done.stderr[-3000:]
     server = json.loads((project / "metrics" / "replay.json").read_text())["students"]["smollm2"]
     for side in ("opencode_default", "exported"):
         assert server[side]["over_context"] == 1 and server[side]["score"] == 0.0
+    usage = json.loads((project / "metrics" / "replay_usage.json").read_text())
+    assert usage["lm_usage"]["total"]["calls"] == 0  # OpenCode could not send it: nor does replay
 
 
 def test_unreachable_student_fails_before_any_call(replay_project, tmp_path):
@@ -340,12 +359,7 @@ def test_unreachable_student_fails_before_any_call(replay_project, tmp_path):
 
 
 def _tool_completion(i: int) -> tuple[int, dict, dict]:
-    call = {"id": f"call_{i}", "type": "function",
-            "function": {"name": "read", "arguments": json.dumps({"filePath": f"{CWD}/README.md"})}}
-    return 200, {}, {"id": f"c{i}", "object": "chat.completion", "created": 0, "model": "smollm2",
-                     "choices": [{"index": 0, "finish_reason": "tool_calls",
-                                  "message": {"role": "assistant", "content": None, "tool_calls": [call]}}],
-                     "usage": {"prompt_tokens": 900, "completion_tokens": 12, "total_tokens": 912}}
+    return tool_completion("read", {"filePath": f"{CWD}/README.md"}, i)
 
 
 def test_a_failed_replay_call_is_left_out_and_counted_or_stops_the_stage(replay_project, tmp_path):
@@ -380,19 +394,13 @@ def test_a_failed_replay_call_is_left_out_and_counted_or_stops_the_stage(replay_
 def _answers_by_tool_count(all_tools: int, full: str, fewer: str):
     """A scripted server student: a `read` of the README (right tool, right target on no step, but a
     valid call) or a destructive bash call, depending on whether the request offers every tool."""
-    good = {"name": "read", "arguments": json.dumps({"filePath": f"{CWD}/README.md"})}
-    bad = {"name": "bash", "arguments": json.dumps({"command": "rm -rf /", "description": "clean"})}
-    calls = {"good": good, "bad": bad}
+    calls = {"good": ("read", {"filePath": f"{CWD}/README.md"}),
+             "bad": ("bash", {"command": "rm -rf /", "description": "clean"})}
 
     def behaviour(server):
         def answer(i: int):
             offered = len(server.requests[i].get("tools") or [])
-            call = calls[full if offered == all_tools else fewer]
-            return 200, {}, {"id": f"c{i}", "object": "chat.completion", "created": 0, "model": "smollm2",
-                             "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-                                 "role": "assistant", "content": None,
-                                 "tool_calls": [{"id": f"call_{i}", "type": "function", "function": call}]}}],
-                             "usage": {"prompt_tokens": 900, "completion_tokens": 12, "total_tokens": 912}}
+            return tool_completion(*calls[full if offered == all_tools else fewer], i)
         return answer
     return behaviour
 
