@@ -16,7 +16,6 @@ makes every call real. The timing rows always make real calls. Needs `dvc repro 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 
@@ -85,15 +84,6 @@ def main() -> None:
         timing(student_cfg, [rows["default"], rows["text"]], test[: args.timed], student, p["replay"]["parser"])
 
 
-def _shared(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def timing(cfg: dict, setups: list, steps: list, student: R.Student, parser: str) -> None:
     """Model time is tokens: the calls in the replay stage's order (each prompt over the steps), timed
     cold with and without reuse of the shared prefix, beside the floor: the tokens no earlier request
@@ -102,8 +92,8 @@ def timing(cfg: dict, setups: list, steps: list, student: R.Student, parser: str
     requests = [R.build_request(row, setup, student) for setup in setups for row in steps]
     prompts = [llama.tokenize(LL.tool_prompt(llama, r["messages"], r["tools"]).encode("utf-8"), special=True)
                for r in requests]
-    new_any = sum(len(t) - max((_shared(t, o) for o in prompts[:i]), default=0) for i, t in enumerate(prompts))
-    new_last = sum(len(t) - (_shared(t, prompts[i - 1]) if i else 0) for i, t in enumerate(prompts))
+    new_any = sum(len(t) - max((LL.shared_prefix(t, o) for o in prompts[:i]), default=0) for i, t in enumerate(prompts))
+    new_last = sum(len(t) - (LL.shared_prefix(t, prompts[i - 1]) if i else 0) for i, t in enumerate(prompts))
 
     with LL._llama_lock:  # the rates, measured on the first prompt: one eval, then greedy decoding
         llama.reset()

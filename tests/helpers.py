@@ -130,6 +130,14 @@ def tool_completion(name: str, args: dict, i: int = 0) -> tuple[int, dict, dict]
                      "usage": {"prompt_tokens": 900, "completion_tokens": 12, "total_tokens": 912}}
 
 
+# Answers a user's server may give instead of a completion: llama-server's own error for a prompt longer
+# than its context, and a page (a proxy's sign-in) where an API was expected.
+CONTEXT_EXCEEDED = (400, {}, {"error": {"code": 400, "type": "exceed_context_size_error", "n_ctx": 2048,
+                                        "message": "the request exceeds the available context size, try "
+                                                   "increasing it", "n_prompt_tokens": 5000}})
+WEB_PAGE = (200, {"Content-Type": "text/html"}, "<html>sign in to the proxy</html>")
+
+
 def error(status: int, headers: dict | None = None) -> tuple[int, dict, dict]:
     return status, headers or {}, {"error": {"message": f"test server says {status}", "type": "server_error",
                                              "code": status}}

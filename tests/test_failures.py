@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from lib.models.server import free_port
-from helpers import HANG, Loopback, completion, error, make_project, read_jsonl, run_data_stages, run_stage
+from helpers import (CONTEXT_EXCEEDED, HANG, WEB_PAGE, Loopback, completion, error, make_project, read_jsonl,
+                     run_data_stages, run_stage)
 from lib.models import ledger as LG
 from lib.models import lm as L
 from lib.models import settings as S
@@ -175,11 +176,6 @@ def test_server_error_500_fails_the_stage(project, serve):
     assert written(project) == []
 
 
-CONTEXT_EXCEEDED = (400, {}, {"error": {"code": 400, "type": "exceed_context_size_error", "n_ctx": 2048,
-                                         "message": "the request exceeds the available context size, try "
-                                                    "increasing it", "n_prompt_tokens": 5000}})
-
-
 # Each answer a user's server can give instead of a completion: the kind the stage names, the words
 # that tell the user what to do, and how many requests the server saw (a refusal is not retried,
 # nor is a prompt too long for the context; a reply that is not a completion is, once).
@@ -188,8 +184,7 @@ CONTEXT_EXCEEDED = (400, {}, {"error": {"code": 400, "type": "exceed_context_siz
     (error(403), "access refused (HTTP 403", "set models.student.api_key_env", 1),
     (error(400), "request refused", "check models.student.model and models.student.max_tokens", 1),
     (CONTEXT_EXCEEDED, "context window exceeded", "llama-server -c", 1),
-    ((200, {"Content-Type": "text/html"}, "<html>sign in to the proxy</html>"), "malformed response",
-     "not a proxy or web page", 2),
+    (WEB_PAGE, "malformed response", "not a proxy or web page", 2),
     ((200, {}, {"object": "chat.completion", "created": 0}), "malformed response", "models.student.api_base", 2),
 ], ids=["401", "403", "400", "context-exceeded", "html-page", "no-choices"])
 def test_each_refusal_fails_the_stage_with_its_kind_and_fix(project, serve, answer, kind, fix, posts):

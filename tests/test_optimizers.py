@@ -48,6 +48,12 @@ def local(temperature: float, max_tokens: int) -> dict:
             "temperature": temperature, "max_tokens": max_tokens, "timeout": 60, "num_retries": 0}
 
 
+def served(url: str, max_tokens: int) -> dict:
+    """A model behind a (scripted) OpenAI-compatible server."""
+    return {"provider": "openai-compatible", "model": "smollm2", "api_base": url, "api_key_env": None,
+            "temperature": 0.0, "max_tokens": max_tokens, "timeout": 30, "num_retries": 0}
+
+
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory, smollm_path):
     """2 train and 2 val examples with short inputs, from the sample sessions through the data stages."""
@@ -200,9 +206,7 @@ def test_the_default_selection_scores_candidates_as_opencode_sends_them(name, tm
                       key=lambda r: (len(json.dumps(r["inputs"])), r["id"]))[:n]
 
     server = None if name == "bootstrap_rs" else Loopback(lambda i: _replay_student(i, server.requests[i]))
-    student_cfg = local(0.0, 48) if server is None else {
-        "provider": "openai-compatible", "model": "smollm2", "api_base": server.url, "api_key_env": None,
-        "temperature": 0.0, "max_tokens": 48, "timeout": 30, "num_retries": 0}
+    student_cfg = local(0.0, 48) if server is None else served(server.url, 48)
     params["models"]["student"] = student_cfg
     before = dspy.cache
     S.configure_cache(shared_cache if server is None else tmp_path / "cache")  # the server sees every request
@@ -275,9 +279,7 @@ def test_optimizers_keep_what_a_capable_teacher_gives(name, examples, tmp_path):
     S.configure_cache(tmp_path)
     try:
         ledger = LG.Ledger(max_calls=200)
-        lms = {role: L.make_lm(role, {"provider": "openai-compatible", "model": "smollm2", "api_base": s.url,
-                                      "api_key_env": None, "temperature": 0.0, "max_tokens": 200, "timeout": 30,
-                                      "num_retries": 0}, ledger) for role, s in servers.items()}
+        lms = {role: L.make_lm(role, served(s.url, 200), ledger) for role, s in servers.items()}
         with dspy.context(lm=lms["student"], adapter=CompactJSONAdapter()):
             program = optimize(name, TINY[name], Agent(), train, val, METRIC, lms["teacher"], lms["student"],
                                num_threads=1, seed=0, ledger=ledger)

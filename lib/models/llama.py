@@ -45,6 +45,16 @@ def load_llama(path: Path) -> Any:
         return _llamas[key]
 
 
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two prompts share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _reuse_aligned_prefix(llama: Any) -> Any:
     """Reuse the KV cache of a shared prompt prefix, but only in whole n_batch blocks.
 
@@ -61,12 +71,7 @@ def _reuse_aligned_prefix(llama: Any) -> Any:
     def generate(tokens: Any, *args: Any, **kwargs: Any) -> Any:
         nonlocal last_prompt
         tokens = list(tokens)
-        shared = 0
-        for old, new in zip(last_prompt, tokens):
-            if old != new:
-                break
-            shared += 1
-        shared = min(shared, len(tokens) - 1, llama.n_tokens)
+        shared = min(shared_prefix(last_prompt, tokens), len(tokens) - 1, llama.n_tokens)
         llama.n_tokens = shared // llama.n_batch * llama.n_batch
         last_prompt = tokens
         return original(tokens, *args, **kwargs)

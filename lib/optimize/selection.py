@@ -114,7 +114,7 @@ class ReplayMetric:
         notes = []
         if scored["destructive"]:
             notes.append(f"The call was destructive ({scored['destructive']}); never do that unasked.")
-        shown = str(pred.get("reasoning") or "") if got.get("tool") is None and hasattr(pred, "get") else ""
+        shown = str(pred.get("reasoning") or "") if got.get("tool") is None else ""
         if shown and chat.holds_call_text(shown):  # what OpenCode would only show, never run
             notes.append(f"The reply wrote the call as text ({' '.join(shown.split())[:120]}); the server does "
                          f"not run that, OpenCode only shows it. Make the call itself, as a native tool call.")

@@ -16,6 +16,7 @@ import dspy
 import json_repair
 
 from lib.core.dspy_internals import parse_value
+from lib.core.errors import UserError
 from lib.data.examples import INPUT_FIELDS
 from lib.tools.facts import guidance_line
 
@@ -68,8 +69,6 @@ def mean_score(program: dspy.Module, examples: list[dspy.Example], metric: Any) 
     An example whose prediction raises scores 0 (as in lib.scoring.evaluate); a UserError (budget,
     dead server, rejected key) propagates: the user must act.
     """
-    from lib.core.errors import UserError
-
     total = 0.0
     for ex in examples:
         try:
