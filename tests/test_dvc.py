@@ -21,14 +21,14 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(3000)  # a run of the embedded model on 2 shared cores
 
 # The quick start's `dvc repro` with the shipped params, made small enough to run in minutes on 2 cores:
-# only sizes change (one test session, short fields, three demos, two replayed test steps a prompt,
+# only sizes change (one test session, short fields, three demos, one replayed test step a prompt,
 # two val steps for each tool set `disable_tools: auto` tries); every choice is the shipped one.
 TINY = {
     "data": {"train_split": 0.94, "val_split": 0.03, "test_split": 0.03, "max_field_chars": 300,
              "max_history_messages": 2},
     "optimization": {"max_train_examples": 20, "max_val_examples": 2, "labeled": {"k": 3}},
     "models": {"student": {"max_tokens": 64}, "teacher": {"max_tokens": 64}},
-    "replay": {"max_steps": 2},
+    "replay": {"max_steps": 1},
 }
 SIZES = {"data.train_split", "data.val_split", "data.test_split", "data.max_field_chars",
          "data.max_history_messages", "optimization.max_train_examples", "optimization.max_val_examples",
@@ -36,8 +36,8 @@ SIZES = {"data.train_split", "data.val_split", "data.test_split", "data.max_fiel
 
 
 # An experiment about the optimizer re-runs replay for its new prompt; the tool choice on val is the
-# shared run's to check, so experiments replay one test step with the tool set fixed.
-REPLAY_ONE_STEP = ("-S", "replay.max_steps=1", "-S", "export.disable_tools=none")
+# shared run's to check, so experiments replay with the tool set fixed.
+TOOLS_FIXED = ("-S", "export.disable_tools=none")
 
 
 def _keys(tree: dict, prefix: str = "") -> set[str]:
@@ -289,8 +289,8 @@ def test_bootstrap_experiment_uses_the_teacher(workspace):
     repo = workspace
     run = dvc(repo, "exp", "run", "-n", "bootstrap", "-S", "optimization.optimizer=bootstrap",
               "-S", "optimization.bootstrap.max_bootstrapped_demos=2",
-              "-S", "optimization.bootstrap.max_labeled_demos=2", "-S", "optimization.max_train_examples=4",
-              *REPLAY_ONE_STEP)
+              "-S", "optimization.bootstrap.max_labeled_demos=2", "-S", "optimization.max_train_examples=2",
+              *TOOLS_FIXED)
     assert "Running stage 'optimize'" in run.stdout and "Running stage 'baseline'" not in run.stdout
     report = read_json(repo / "metrics/optimized.json")
     assert report["optimizer"] == "bootstrap" and 1 <= report["demos"] <= 4
@@ -309,7 +309,7 @@ def test_knn_experiment_exports_the_plugin(workspace):
     repo = workspace
     run = dvc(repo, "exp", "run", "-n", "knn", "-S", "optimization.optimizer=knn", "-S", "optimization.knn.k=[1]",
               "-S", "optimization.knn.fixed=[0,1]", "-S", "export.formats=[usage_guide,plugin]",
-              "-S", "optimization.select_on=offline", *REPLAY_ONE_STEP)  # replay selection: test_optimizers
+              "-S", "optimization.select_on=offline", *TOOLS_FIXED)  # replay selection: test_optimizers
     assert "Running stage 'optimize'" in run.stdout and "Running stage 'export'" in run.stdout
     for n in (0, 1):
         assert f"knn: fixed={n} k=1 fields=task+steps_so_far: val score" in run.stdout

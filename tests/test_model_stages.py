@@ -10,7 +10,8 @@ import json
 import pytest
 import yaml
 
-from helpers import make_project, run_data_stages, run_stage
+from helpers import make_project, read_jsonl, run_data_stages, run_stage
+from lib.core.files import write_jsonl
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -74,17 +75,24 @@ def test_unreachable_server_fails_before_any_work(tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_quality_floor_the_learned_program_beats_the_baseline_on_the_sample(tmp_path, smollm_path):
-    """The shipped settings on the sample sessions, embedded model, offline metric on the test split.
-    Measured on 2 cores: baseline 0.000 (SmolLM2 alone never writes the answer format: 40 of 40
-    unparsed), learned program 0.538, paired 95% CI +0.488..+0.583. Floors with a margin of about 0.15:
-    a pipeline that scores everything 0, or an optimizer that returns its input, fails here."""
+    """The shipped settings on the sample sessions, embedded model, offline metric on the test split's
+    first 4 of its 8 sessions (18 of 40 steps: the program is the same, each answer depends on its own
+    request only, and the whole split took 6 minutes). Measured on 2 cores: baseline 0.000 (SmolLM2
+    alone never writes the answer format), learned program 0.560, paired 95% CI +0.513..+0.611, tool
+    validity 0.944 (on all 40: 0.538, +0.488..+0.583). Floors with a margin of about 0.15: a pipeline
+    that scores everything 0, or an optimizer that returns its input, fails here."""
     project = make_project(tmp_path)
     run_data_stages(project)
+    test = project / "data" / "splits" / "test.jsonl"
+    rows = read_jsonl(test)
+    sessions = sorted({r["id"].split("/")[0] for r in rows})
+    assert len(rows) == 40 and len(sessions) == 8
+    write_jsonl(test, [r for r in rows if r["id"].split("/")[0] in sessions[:4]])
     for stage in ("baseline", "optimize"):
         done = run_stage(project, stage)
         assert done.returncode == 0, done.stderr[-3000:]
     base, opt = _report(project, "baseline.json"), _report(project, "optimized.json")
-    assert base["n"] == opt["n"] == opt["paired"] == 40 and base["failed"] == opt["failed"] == 0
+    assert base["n"] == opt["n"] == opt["paired"] == 18 and base["failed"] == opt["failed"] == 0
     assert opt["score"] >= 0.40 and opt["ci95"][0] >= 0.30, opt
     assert opt["components"]["tool_validity"] >= 0.80 and opt["demos"] == 6, opt
     assert opt["improvement"]["absolute"] >= 0.30

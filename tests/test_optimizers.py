@@ -197,7 +197,10 @@ def test_the_default_selection_scores_candidates_as_opencode_sends_them(name, tm
     params = shipped_params()
     assert params["optimization"]["select_on"] == "replay"
     params["optimization"][name].update(TINY[name])
-    params["export"]["disable_tools"] = "none"
+    # The embedded student's requests are a third shorter with four tools off (the scripted one's calls
+    # are keyed to its system prompt, which that would change).
+    off = ["task", "webfetch", "todowrite", "skill"] if name == "bootstrap_rs" else []
+    params["export"]["disable_tools"] = off or "none"
     project = make_project(tmp_path, max_field_chars=200, max_history_messages=1)
     run_data_stages(project)
 
@@ -226,7 +229,7 @@ def test_the_default_selection_scores_candidates_as_opencode_sends_them(name, tm
     replayed = ([h["kwargs"]["tools"] for h in student.history if h.get("kwargs", {}).get("tools")]
                 if server is None else [r["tools"] for r in server.requests if r.get("tools")])
     assert replayed, "no request in OpenCode's shape reached the student during selection"
-    assert {t["function"]["name"] for t in replayed[0]} == set(shape.tool_names())
+    assert {t["function"]["name"] for t in replayed[0]} == set(shape.tool_names()) - set(off)
     if name == "gepa":  # the teacher reflected on what the replay metric said went wrong
         asked = " ".join(json.dumps(h.get("messages") or h.get("prompt"), ensure_ascii=False)
                          for h in teacher.history)
