@@ -11,6 +11,7 @@ from lib.core.errors import run_stage
 from lib.core.files import write_json
 from lib.opencode.agent import load_program, read_json
 from lib.opencode.replay import run
+from lib.opencode.report import text_call_note
 from lib.program.runtime import load_rows
 
 RERUN = "run `dvc repro` to create it"
@@ -35,6 +36,9 @@ def main() -> None:
               f"{d['text_call']}/{d['n']}) vs exported {e['score']:.3f} (right tool {e['right_tool_rate']:.0%}, "
               f"target {e['right_target_rate']:.0%}, destructive {e['destructive']}, calls as text "
               f"{e['text_call']}/{e['n']}); {diff['absolute']:+.3f}, 95% CI {diff['ci95'][0]:+.3f}..{diff['ci95'][1]:+.3f}")
+        note = text_call_note(label, entry)
+        if note:
+            print(f"replay: note: {note}")
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ import yaml
 
 from lib.models.server import free_port
 from conftest import need
-from helpers import Loopback, error, make_project, read_jsonl, run_data_stages, run_stage, tool_completion
+from helpers import Loopback, completion, error, make_project, read_jsonl, run_data_stages, run_stage, tool_completion
 from lib.models import llama as LL
 from lib.models import toolcalls
 from lib.program.agent import Agent, to_example
 from lib.opencode import replay as R
 from lib.opencode import safety
+from lib.opencode.report import text_call_note
 from lib.tools import shape
 
 pytestmark = pytest.mark.timeout(900)
@@ -241,6 +242,7 @@ def test_qwen_reply_is_read_by_the_chosen_server_rule(qwen_small_cfg, tmp_path):
     for parser in ("llama.cpp", "hermes-2-pro"):
         student = R.make_student("student", qwen_small_cfg, ledger, None, parser)
         assert student.context_window == 16384 and student.model == "qwen2.5-coder-0.5b"
+        assert student.reads_calls == parser  # its template has tools: the server's rule reads its text
         setup = R.Setup(R.DEFAULT, None, ("task", "webfetch", "todowrite", "skill"))
         records[parser] = R.replay([step], setup, student, WEIGHTS).records[0]
     llama_cpp, hermes = records["llama.cpp"], records["hermes-2-pro"]
@@ -474,3 +476,44 @@ def test_replay_feedback_names_a_call_written_as_text():
     right = metric.gepa(example, dspy.Prediction(reasoning="", plan="", next_action=json.dumps(
         {"tool": "read", "args": {"filePath": f"{CWD}/src/app.py"}})))
     assert right.feedback == "Correct." and right.score == 1.0
+
+
+def _entry(text_calls: int, n: int = 4, reads: str = "llama.cpp") -> dict:
+    side = {"n": n, "text_call": text_calls}
+    return {"opencode_default": side, "exported": side, "calls_read_by": reads}
+
+
+def test_text_call_note_says_who_did_not_take_the_calls_and_the_fix():
+    assert text_call_note("m", _entry(1)) is None  # a minority of replies: no note
+    assert text_call_note("m", _entry(0, n=0)) is None
+    embedded = text_call_note("qwen", _entry(2))
+    assert embedded.startswith("qwen: 2 of 4 replies") and "the llama.cpp rule (replay.parser)" in embedded
+    assert "set replay.parser: hermes-2-pro" in embedded and "never runs it" in embedded
+    strict = text_call_note("qwen", _entry(4, reads="strict"))
+    assert "hermes-2-pro" not in strict and "Only a model that writes its chat template's own" in strict
+    served = text_call_note("m", _entry(3, reads="server"))
+    assert "which its server does not take" in served and "--tool-call-parser" in served
+
+
+def test_stage_and_guide_warn_when_the_server_runs_no_call(replay_project, tmp_path):
+    """A served student that writes every call as a bare JSON object in its text: the server parsed no call,
+    replay counts each reply as a call written as text, and the stage and the usage guide both say so."""
+    server = Loopback(lambda i: completion(json.dumps({"name": "read", "arguments": {"filePath": "README.md"}})))
+    try:
+        project = configure(replay_project, tmp_path / "p", max_steps=2,
+                            student={**server_student(server.url), "timeout": 30})
+        done = run_stage(project, "replay")
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        server.close()
+    side = json.loads((project / "metrics" / "replay.json").read_text())["students"]["smollm2"]
+    assert side["calls_read_by"] == "server"
+    assert side["exported"]["text_call"] == side["exported"]["n"] == 2 and side["exported"]["score"] == 0.0
+    assert "replay: note: smollm2: 2 of 2 replies with the exported agent hold a tool call written as text, " \
+           "which its server does not take" in done.stdout
+    for name in ("baseline", "optimized"):
+        (project / "metrics" / f"{name}.json").write_text(json.dumps({"score": 0.1, "components": {}, "n": 2}))
+    done = run_stage(project, "export")
+    assert done.returncode == 0, done.stderr[-2000:]
+    guide = next((project / "outputs" / "prompts").glob("USAGE_GUIDE_*.md")).read_text()
+    assert "**Calls written as text.** smollm2: 2 of 2 replies" in guide and "--tool-call-parser" in guide

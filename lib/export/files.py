@@ -23,6 +23,7 @@ import yaml
 
 from lib.core.errors import UserError
 from lib.opencode import plugin
+from lib.opencode.report import text_call_note
 from lib.scoring.metric import COMPONENTS
 from lib.opencode.agent import ExportSettings, ModelTarget, Program, agent_entry, agent_name, model_slug, \
     opencode_target
@@ -194,12 +195,14 @@ def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores
     """How to use each written file, with commands that work as written (run from the project root)."""
     have = set(settings.formats)
     out = "outputs/prompts"
+    note = text_call_note(settings.student["model"], scores.replay) if scores.replay else None
     g = [f"# Using the optimized `{settings.agent}` prompt in OpenCode", "",
          f"Agent `{name}` for model `{settings.student['model']}` "
          f"(OpenCode model `{target.model}`, temperature {settings.student['temperature']}).", "",
          f"- Source: {_source_line(scores, data_date)}.",
          f"- Result on the {_score_line(scores)}.",
          *([f"- Result {_replay_line(scores)}."] if scores.replay else []),
+         *([f"- **Calls written as text.** {note}"] if note else []),
          *(f"- {line}" for line in scores.live),
          "- Scores are the pipeline's composite metric for choosing the next tool call, "
          "measured on held-out sessions.", "",

@@ -31,6 +31,7 @@ from lib.core.errors import UserError
 from lib.scoring.evaluate import Failed, attempt, paired_bootstrap_ci
 from lib.scoring.metric import arg_similarity
 from lib.opencode import safety
+from lib.opencode.report import DEFAULT, EXPORTED
 from lib.tools import shape
 from lib.opencode.agent import agent_prompt, export_settings, opencode_target
 from lib.opencode.plugin import demo_bank, injected_text
@@ -39,8 +40,6 @@ from lib.program.runtime import Progress, usage_report
 from lib.tools.facts import KEY_ARGS
 
 CALL_COMPONENTS = ("valid_call", "right_tool", "right_target")
-DEFAULT = "opencode_default"
-EXPORTED = "exported"
 PLATFORM = "linux"  # sessions do not record it; OpenCode writes process.platform
 
 
@@ -66,6 +65,7 @@ class Student:
     context_window: int
     model: str  # "You are powered by the model named ..."
     provider_model: str  # ".. The exact model ID is provider/model"
+    reads_calls: str = "server"  # who makes a reply's calls: its server, replay.parser's rule, or a grammar
 
 
 @dataclass
@@ -252,6 +252,8 @@ def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: in
             text = LL.tool_prompt(llama, request["messages"], request["tools"])
             return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
         window = llama.n_ctx()
+        # A template with tools: free text read by the server's rule; else grammar-constrained calls.
+        reads = parser if LL.native_template(llama) else "grammar"
     else:
         import litellm
 
@@ -260,6 +262,7 @@ def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: in
         def count(request: dict[str, Any]) -> int:  # the provider's tokenizer where LiteLLM knows it
             return int(litellm.token_counter(model=name, messages=request["messages"], tools=request["tools"]))
         window = context_window or SERVER_CONTEXT
+        reads = "server"
 
     def call(request: dict[str, Any]) -> Any:
         return lm(messages=request["messages"], tools=request["tools"], tool_choice="auto")
@@ -267,7 +270,8 @@ def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: in
     target = opencode_target(cfg, None).model
     provider, _, model = target.partition("/")
     return Student(label=cfg["model"], call=call, count_tokens=count, context_window=window,
-                   model=model, provider_model=target)
+                   model=model, provider_model=target,
+                   reads_calls=reads)
 
 
 SERVER_CONTEXT = 32768  # assumed window of a served model when replay does not say
@@ -358,7 +362,7 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
         base = scored(test, default, student, f"{student.label}, OpenCode default")
         ours = scored(test, exported, student, f"{student.label}, exported")
         report["students"][student.label] = {DEFAULT: base.summary(), EXPORTED: ours.summary(),
-                                             "difference": compare(base, ours)}
+                                             "difference": compare(base, ours), "calls_read_by": student.reads_calls}
         if student is main:
             steps = {DEFAULT: step_records(base), EXPORTED: step_records(ours)}
     ledger.check()
