@@ -1,10 +1,11 @@
 """Replay benchmark: the sample test steps as OpenCode sends them, for several ways of shipping the agent.
 
-    python -m bench.replay [--steps 20] [--only default,text,turns,used_tools] [--timed 5]
+    python -m bench.replay [--steps 20] [--only default,text,turns,used_tools,short_tools] [--timed 5]
 
 Rows: OpenCode's default prompt; the exported agent with its worked examples as text in the system
 prompt (what the agent config ships); the same examples as earlier chat turns (what a plugin could
-inject instead); the exported agent with only the tools the recorded sessions used. Then the time of
+inject instead); the exported agent with only the tools the recorded sessions used; the exported agent
+with the built-in tools' descriptions in short form (format short_tools). Then the time of
 real calls in the replay stage's order (OpenCode's default prompt, then the exported agent, over the
 first --timed steps), with and without reuse of the shared prompt prefix, beside the floor: the prompt
 tokens no earlier request began with at the prefill rate measured on this machine, plus the answer
@@ -25,7 +26,7 @@ from lib.models import ledger as LG
 from lib.models import llama as LL
 from lib.models import settings as S
 from lib.config import params as P
-from lib.opencode import render
+from lib.opencode import render, short_tools
 from lib.opencode import replay as R
 from lib.opencode.agent import agent_prompt, export_settings, load_program, read_json
 from lib.program.runtime import load_rows
@@ -34,7 +35,7 @@ from lib.program.runtime import load_rows
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=20, help="test steps replayed per row (a seeded sample)")
-    ap.add_argument("--only", default="default,text,turns,used_tools", help="rows to run, comma-separated")
+    ap.add_argument("--only", default="default,text,turns,used_tools,short_tools", help="rows to run, comma-separated")
     ap.add_argument("--no-cache", action="store_true", help="make every call for real (s/call then means something)")
     ap.add_argument("--timed", type=int, default=5, help="test steps in the timing table (real calls, both prompts)")
     args = ap.parse_args()
@@ -63,6 +64,8 @@ def main() -> None:
         "used_tools": R.Setup(f"exported, {len(R.shape.tool_names()) - len(used_off)} tools the sessions used",
                               agent_prompt(export_settings(p, used_off), program), tuple(used_off),
                               settings.permission),
+        "short_tools": R.Setup("exported, short tool descriptions", agent_prompt(settings, program), (),
+                               settings.permission, short_tools=short_tools.descriptions()),
     }
     wanted = [k for k in args.only.split(",") if k]
     print(f"replay of {len(test)} test steps on {student.label} (OpenCode {R.shape.version()}), "
@@ -80,7 +83,7 @@ def main() -> None:
               f"| {s['right_target_rate']:.0%} | {s['destructive']} ({s['destructive_unblocked']}) "
               f"| {s['over_context']} | {s['text_call']} | {s['prompt_tokens_mean']:.0f} | {per_call:.1f} | {top} |", flush=True)
 
-    if student_cfg["provider"] == "local":  # real calls straight to the engine, never from the cache
+    if student_cfg["provider"] == "local" and args.timed > 0:  # real calls straight to the engine, never cached
         timing(student_cfg, [rows["default"], rows["text"]], test[: args.timed], student, p["replay"]["parser"])
 
 

@@ -90,7 +90,7 @@ def test_every_format_is_written_and_parses(program):
     files = E.render_files(settings(), program, SCORES, "2025-11-19")
     assert set(files) == {"opencode-build-smollm2-135m.jsonc", "OPTIMIZED_BUILD.md", "smollm2-135m-optimized.txt",
                           "agents/build-smollm2-135m.md", "USAGE_GUIDE_build.md", "plugin/nearest-demos.js",
-                          "plugin/nearest-demos.json"}
+                          "plugin/nearest-demos.json", "plugin/short-tools.js", "plugin/short-tools.json"}
     prompt = files["smollm2-135m-optimized.txt"]
 
     jsonc = files["opencode-build-smollm2-135m.jsonc"]
@@ -163,7 +163,8 @@ def test_usage_guide_commands(program):
     guide = E.render_files(settings(), program, SCORES, "2025-11-19")["USAGE_GUIDE_build.md"]
     for command in ("opencode debug agent build-smollm2-135m", "opencode run --agent build-smollm2-135m",
                     "OPENCODE_CONFIG=", ".opencode/agents/", "dvc repro", "python -m llama_cpp.server",
-                    "\"instructions\": [\"OPTIMIZED_BUILD.md\"]", "{file:./prompts/smollm2-135m-optimized.txt}"):
+                    "\"instructions\": [\"OPTIMIZED_BUILD.md\"]", "{file:./prompts/smollm2-135m-optimized.txt}",
+                    "cp outputs/prompts/plugin/short-tools.* \"$PROJECT/.opencode/plugin/\"", "OPENCODE_SHORT_TOOLS=off"):
         assert command in guide
     # it must only name CLI commands and options that exist
     assert "--config" not in guide and "--output-dir" not in guide
@@ -209,7 +210,8 @@ def test_ollama_files_are_named_without_colons(program):
     files = E.render_files(settings(student=student("ollama", "qwen2.5-coder:1.5b")), program, SCORES, None)
     assert set(files) == {"opencode-build-qwen2.5-coder-1.5b.jsonc", "OPTIMIZED_BUILD.md",
                           "qwen2.5-coder-1.5b-optimized.txt", "agents/build-qwen2.5-coder-1.5b.md",
-                          "USAGE_GUIDE_build.md", "plugin/nearest-demos.js", "plugin/nearest-demos.json"}
+                          "USAGE_GUIDE_build.md", "plugin/nearest-demos.js", "plugin/nearest-demos.json",
+                          "plugin/short-tools.js", "plugin/short-tools.json"}
     config = json5.loads(files["opencode-build-qwen2.5-coder-1.5b.jsonc"])
     assert config["agent"]["build-qwen2.5-coder-1.5b"]["model"] == "ollama/qwen2.5-coder:1.5b"
     assert "ollama pull qwen2.5-coder:1.5b" in files["USAGE_GUIDE_build.md"]

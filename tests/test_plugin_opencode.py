@@ -15,7 +15,7 @@ import pytest
 
 from helpers import sample_step_rows
 from lib.program.agent import to_example
-from lib.opencode import plugin
+from lib.opencode import plugin, short_tools
 from devtools.recorder import Recorder, ToolCall, is_title_request, system_text
 
 pytestmark = pytest.mark.timeout(900)
@@ -115,3 +115,41 @@ def test_turned_off_by_the_environment(demos, opencode_bin, tmp_path):
         ws.run(rec, "Fix the bug in calc.py", OPENCODE_NEAREST_DEMOS="off")
         agent = rec.agent_requests()
     assert agent and "## Examples" not in system_text(agent[0])
+
+
+def _first_agent_request(ws: Workspace, **env: str) -> tuple[dict, subprocess.CompletedProcess[str]]:
+    with Recorder("done", model=MODEL) as rec:
+        done = ws.run(rec, "Fix the bug in calc.py", **env)
+        agent = rec.agent_requests()
+    assert agent, done.stderr[-3000:]
+    return agent[0], done
+
+
+def test_short_tools_plugin_sends_what_replay_sends(opencode_bin, tmp_path):
+    """Format short_tools inside real OpenCode: the request's tools are OpenCode's own with exactly the
+    listed descriptions replaced, which is what replay sends for the exported agent
+    (lib.opencode.short_tools.shorten); the tools and their parameters are unchanged, and
+    OPENCODE_SHORT_TOOLS=off sends them as OpenCode writes them."""
+    ws = Workspace(tmp_path, opencode_bin, short_tools.files())
+    on, _ = _first_agent_request(ws)
+    off, _ = _first_agent_request(ws, OPENCODE_SHORT_TOOLS="off")
+    short = short_tools.descriptions()
+    names = [t["function"]["name"] for t in off["tools"]]
+    assert set(short) < set(names) and "task" in names and "task" not in short
+    assert on["tools"] == short_tools.shorten(off["tools"], short)
+    for tool in off["tools"]:  # each replaced text is the opening of OpenCode's own, and shorter
+        fn = tool["function"]
+        if fn["name"] in short:
+            assert fn["description"].startswith(short[fn["name"]]) and len(fn["description"]) > len(short[fn["name"]])
+    assert len(json.dumps(on["tools"])) < 0.6 * len(json.dumps(off["tools"]))
+
+
+def test_short_tools_without_usable_data_leaves_the_descriptions(opencode_bin, tmp_path):
+    files = short_tools.files()
+    files[short_tools.DATA_FILE] = "{broken"
+    ws = Workspace(tmp_path, opencode_bin, files)
+    body, done = _first_agent_request(ws)
+    bash = next(t["function"]["description"] for t in body["tools"] if t["function"]["name"] == "bash")
+    assert bash != short_tools.descriptions()["bash"] and len(bash) > 2000
+    lines = [line for line in done.stderr.splitlines() if "short-tools" in line and "left as they are" in line]
+    assert len(lines) == 1 and "short-tools.json" in lines[0], done.stderr[-3000:]

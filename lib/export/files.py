@@ -22,13 +22,13 @@ from typing import Any
 import yaml
 
 from lib.core.errors import UserError
-from lib.opencode import plugin
+from lib.opencode import plugin, short_tools
 from lib.opencode.report import text_call_note
 from lib.scoring.metric import COMPONENTS
 from lib.opencode.agent import ExportSettings, ModelTarget, Program, agent_entry, agent_name, model_slug, \
     opencode_target
 
-FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide", "plugin")
+FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide", "plugin", "short_tools")
 SCHEMA_URL = "https://opencode.ai/config.json"
 
 
@@ -117,6 +117,7 @@ def file_names(agent: str, slug: str) -> dict[str, str]:
         "markdown_agent": f"agents/{agent}-{slug}.md",
         "usage_guide": f"USAGE_GUIDE_{agent}.md",
         "plugin": plugin.PLUGIN_FILE,
+        "short_tools": short_tools.PLUGIN_FILE,
     }
 
 
@@ -147,6 +148,8 @@ def render_files(settings: ExportSettings, program: Program, scores: Scores, dat
             files[names[fmt]] = usage_guide(name, settings, target, scores, data_date, names)
         elif fmt == "plugin":
             files.update(plugin.files(program.bank_demos, program.retrieval, settings.max_examples, settings.field_chars))
+        elif fmt == "short_tools":
+            files.update(short_tools.files())
     return files
 
 
@@ -215,6 +218,8 @@ def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores
         "usage_guide": "this guide",
         "plugin": "an OpenCode plugin (and its demo bank `nearest-demos.json` beside it) that adds the "
                   "learned examples nearest to each task to the system prompt",
+        "short_tools": "an OpenCode plugin (and `short-tools.json` beside it) that sends the built-in tools' "
+                       "descriptions in short form",
     }
     for fmt in settings.formats:
         g.append(f"- `{out}/{names[fmt]}`: {what[fmt]}")
@@ -269,6 +274,16 @@ def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores
               "Turn it off for one run with `OPENCODE_NEAREST_DEMOS=off opencode ...`, or for good by deleting "
               "the two `nearest-demos.*` files. Without a usable `nearest-demos.json` it adds nothing and says "
               "why in OpenCode's log.", ""]
+        step += 1
+    if "short_tools" in have:
+        g += [f"## {step}. Send shorter tool descriptions (plugin)", "",
+              "The plugin replaces the long descriptions of OpenCode's built-in tools with their first "
+              "paragraph (the tools and their parameters are unchanged), for every agent of the project. "
+              "Install it for one project:", "",
+              "```sh", f"mkdir -p \"$PROJECT/.opencode/plugin\" && cp {out}/plugin/short-tools.* "
+              "\"$PROJECT/.opencode/plugin/\"", "```", "",
+              "Turn it off for one run with `OPENCODE_SHORT_TOOLS=off opencode ...`, or for good by deleting "
+              "the two `short-tools.*` files.", ""]
         step += 1
     g += [f"## {step}. Check and use it", "",
           "In the project (`cd \"$PROJECT\"`):", "",

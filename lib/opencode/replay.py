@@ -30,7 +30,7 @@ from lib.models import settings as S
 from lib.core.errors import UserError
 from lib.scoring.evaluate import Failed, attempt, paired_bootstrap_ci
 from lib.scoring.metric import arg_similarity
-from lib.opencode import safety
+from lib.opencode import safety, short_tools
 from lib.opencode.report import DEFAULT, EXPORTED
 from lib.tools import shape
 from lib.opencode.agent import agent_prompt, export_settings, opencode_target
@@ -53,6 +53,7 @@ class Setup:
     permission: dict[str, Any] | None = None  # the agent's `permission` rules (they act when a call runs)
     demo_turns: tuple[dict[str, Any], ...] = ()  # worked examples sent as earlier chat turns instead of text
     demo_bank: dict[str, Any] | None = None  # export format plugin: its nearest examples, as OpenCode sends them
+    short_tools: dict[str, str] | None = None  # export format short_tools: tool -> the description it sends
 
 
 @dataclass
@@ -143,7 +144,8 @@ def build_request(row: dict[str, Any], setup: Setup, student: Student) -> dict[s
         messages.append(shape.assistant_tool_call_message([(shape.call_id(n), step["tool"], step.get("args") or {})]))
         messages.append(shape.tool_result_message(shape.call_id(n), step.get("result") or ""))
         n += 1
-    return {"messages": messages, "tools": shape.tool_definitions(setup.disabled_tools)}
+    tools = shape.tool_definitions(setup.disabled_tools)
+    return {"messages": messages, "tools": short_tools.shorten(tools, setup.short_tools or {})}
 
 
 # ------------------------------------------------------------------------------------ scoring
@@ -326,6 +328,7 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
     if "plugin" in params["export"]["formats"]:
         bank = demo_bank(program.bank_demos, program.retrieval, params["export"]["max_examples"],
                          params["data"]["max_field_chars"])
+    short = short_tools.for_formats(params["export"]["formats"])  # the exported requests' tool descriptions
     # The agent config: which tools the exported agent keeps, chosen on val where asked to.
     wanted = params["export"]["disable_tools"]
     choice: dict[str, Any] = {}
@@ -338,7 +341,7 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
             for name, off in candidates.items():
                 settings = export_settings(params, off)
                 setup = Setup(EXPORTED, agent_prompt(settings, program), tuple(off), settings.permission,
-                              demo_bank=bank)
+                              demo_bank=bank, short_tools=short)
                 summary = scored(val, setup, main, f"val, {name}").summary()
                 choice[name], tokens[name] = summary["score"], summary["prompt_tokens_mean"]
             disabled = candidates[best_on_val(choice, tokens)]
@@ -346,7 +349,7 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
         disabled = [] if wanted == "none" else list(wanted)
     settings = export_settings(params, disabled)
     prompt = agent_prompt(settings, program)
-    exported = Setup(EXPORTED, prompt, tuple(disabled), settings.permission, demo_bank=bank)
+    exported = Setup(EXPORTED, prompt, tuple(disabled), settings.permission, demo_bank=bank, short_tools=short)
     default = Setup(DEFAULT, None)
 
     report: dict[str, Any] = {

@@ -20,7 +20,7 @@ import dspy
 from lib.models import chat
 from lib.program.agent import CompactJSONAdapter, parse_action
 from lib.data.examples import INPUT_FIELDS
-from lib.opencode import render
+from lib.opencode import render, short_tools
 from lib.opencode.agent import export_settings
 from lib.opencode.replay import (CALL_COMPONENTS, EXPORTED, Setup, Student, build_request, first_call, make_student,
                                  score_call)
@@ -44,16 +44,16 @@ class DeployedAdapter(dspy.Adapter):
     """The agent's decision as OpenCode sends it; every other signature as compact JSON."""
 
     def __init__(self, steps: Steps, student: Student, max_examples: int, disabled_tools: tuple[str, ...] = (),
-                 permission: dict[str, Any] | None = None) -> None:
+                 permission: dict[str, Any] | None = None, short_tools: dict[str, str] | None = None) -> None:
         super().__init__()
         self.steps, self.student, self.max_examples = steps, student, max_examples
-        self.disabled, self.permission = tuple(disabled_tools), permission
+        self.disabled, self.permission, self.short_tools = tuple(disabled_tools), permission, short_tools
         self.fallback = CompactJSONAdapter()
 
     def setup(self, signature: type[dspy.Signature], demos: list[Any]) -> Setup:
         prompt = render.agent_prompt(signature.instructions, [dict(d) for d in demos], self.max_examples,
                                      self.disabled)
-        return Setup(EXPORTED, prompt, self.disabled, self.permission)
+        return Setup(EXPORTED, prompt, self.disabled, self.permission, short_tools=self.short_tools)
 
     def __call__(self, lm: dspy.BaseLM, lm_kwargs: dict[str, Any], signature: type[dspy.Signature],
                  demos: list[Any], inputs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -139,6 +139,7 @@ def deployed_selection(params: dict[str, Any], rows: list[dict[str, Any]], ledge
     student = make_student("student", params["models"]["student"], ledger, params["replay"]["context_window"],
                            params["replay"]["parser"])
     steps = Steps(rows)
-    adapter = DeployedAdapter(steps, student, settings.max_examples, settings.disabled_tools, settings.permission)
+    adapter = DeployedAdapter(steps, student, settings.max_examples, settings.disabled_tools, settings.permission,
+                              short_tools.for_formats(settings.formats))
     metric = ReplayMetric(steps, params["replay"]["metric_weights"], settings.disabled_tools, settings.permission)
     return adapter, metric

@@ -26,6 +26,11 @@ PLACEHOLDERS = ("model", "provider_model", "cwd", "root", "git", "platform", "da
 _PLACEHOLDER = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 
+def has_placeholder(text: str) -> bool:
+    """Whether `text` names a value OpenCode fills in per user (platform, TMPDIR, ...)."""
+    return bool(_PLACEHOLDER.search(text))
+
+
 def fill(template: str, values: Mapping[str, str]) -> str:
     """Put `values` into the named placeholders of `template`; placeholders without a value stay."""
     return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template)
