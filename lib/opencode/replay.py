@@ -145,7 +145,9 @@ def build_request(row: dict[str, Any], setup: Setup, student: Student) -> dict[s
         messages.append(shape.tool_result_message(shape.call_id(n), step.get("result") or ""))
         n += 1
     tools = shape.tool_definitions(setup.disabled_tools)
-    return {"messages": messages, "tools": short_tools.shorten(tools, setup.short_tools or {})}
+    if setup.short_tools:  # tool_definitions already copies; shorten copies again only when it edits
+        tools = short_tools.shorten(tools, setup.short_tools)
+    return {"messages": messages, "tools": tools}
 
 
 # ------------------------------------------------------------------------------------ scoring
