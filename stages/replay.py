@@ -17,6 +17,12 @@ from lib.program.runtime import load_rows
 RERUN = "run `dvc repro` to create it"
 
 
+def _scores(name: str, s: dict) -> str:
+    tagged = "" if s.get("strict_call") is None else f", in <tool_call> tags {s['strict_call']}/{s['n']}"
+    return (f"{name} {s['score']:.3f} (right tool {s['right_tool_rate']:.0%}, target {s['right_target_rate']:.0%}, "
+            f"destructive {s['destructive']}, calls as text {s['text_call']}/{s['n']}{tagged})")
+
+
 def main() -> None:
     p = P.load()
     r, seed = p["replay"], p["data"]["random_seed"]
@@ -29,13 +35,10 @@ def main() -> None:
     write_json("metrics/replay_usage.json", usage)
     write_replay_chart("metrics/replay.svg", report)
     for label, entry in report["students"].items():
-        d, e = entry["opencode_default"], entry["exported"]
         diff = entry["difference"]
-        print(f"replay [{label}]: OpenCode default {d['score']:.3f} (right tool {d['right_tool_rate']:.0%}, "
-              f"target {d['right_target_rate']:.0%}, destructive {d['destructive']}, calls as text "
-              f"{d['text_call']}/{d['n']}) vs exported {e['score']:.3f} (right tool {e['right_tool_rate']:.0%}, "
-              f"target {e['right_target_rate']:.0%}, destructive {e['destructive']}, calls as text "
-              f"{e['text_call']}/{e['n']}); {diff['absolute']:+.3f}, 95% CI {diff['ci95'][0]:+.3f}..{diff['ci95'][1]:+.3f}")
+        print(f"replay [{label}]: {_scores('OpenCode default', entry['opencode_default'])} vs "
+              f"{_scores('exported', entry['exported'])}; {diff['absolute']:+.3f}, "
+              f"95% CI {diff['ci95'][0]:+.3f}..{diff['ci95'][1]:+.3f}")
         note = text_call_note(label, entry)
         if note:
             print(f"replay: note: {note}")

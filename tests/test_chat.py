@@ -318,3 +318,12 @@ def test_rendering_matches_a_real_llama_server(tmp_path: Path) -> None:
                 url.removesuffix("/v1") + "/apply-template", body, {"Content-Type": "application/json"}), timeout=120)
             prompt = json.loads(answer.read())["prompt"]
             assert prompt == template.render(request["messages"], request.get("tools")), case["name"]
+
+
+def test_a_calls_id_names_its_syntax():
+    for syntax in chat.SYNTAXES:
+        call = chat.ToolCall("read", "{}", syntax).as_openai(2)
+        assert call["id"].startswith("call_2") and chat.call_syntax(call["id"]) == syntax
+    assert [chat.call_syntax(i) for i in ("call_0", "call_abc", "x_tagged", None)] == [None, None, None, None]
+    bare = chat.parse('{"name": "read", "arguments": {"filePath": "a.py"}}', TOOLS, "hermes-2-pro")
+    assert [chat.call_syntax(c["id"]) for c in bare.message()["tool_calls"]] == ["bare"]

@@ -175,6 +175,31 @@ def test_a_call_written_as_text_makes_no_call_and_is_counted():
         assert summary["no_call"] == 1 and summary["text_call"] == int(held)
 
 
+def test_strict_syntax_is_counted_where_the_rule_reads_the_reply():
+    def answers(*ids):
+        it = iter(ids)
+        return lambda request: [{"text": None, "tool_calls": [
+            {"id": next(it), "type": "function", "function": {"name": "read", "arguments": "{}"}}]}]
+
+    rows = [row(), {**row(), "id": "s/t0/s1"}, {**row(), "id": "s/t0/s2"}]
+    # hermes-2-pro takes bare and tagged calls alike: the id says which was which
+    student = R.Student("m", answers("call_0_tagged", "call_0_bare", "call_0_fenced"), lambda request: 10, 100,
+                        "m", "local/m", reads_calls="hermes-2-pro")
+    result = R.replay(rows, R.Setup("x", "P"), student, WEIGHTS)
+    assert [r["syntax"] for r in result.records] == ["tagged", "bare", "fenced"]
+    assert result.summary()["strict_call"] == 1
+    # an id that names no syntax (an answer cached before): unknown, so no count rather than a wrong one
+    student.call = answers("call_0_tagged", "call_0", "call_0_bare")
+    assert R.replay(rows, R.Setup("x", "P"), student, WEIGHTS).summary()["strict_call"] is None
+    # llama.cpp's rule takes only tagged blocks: every call it made is in the strict syntax
+    student.call, student.reads_calls = answers("call_0", "call_1", "call_2"), "llama.cpp"
+    assert R.replay(rows, R.Setup("x", "P"), student, WEIGHTS).summary()["strict_call"] == 3
+    # a server or a grammar made the calls: the syntax was never seen
+    for reads in ("server", "grammar"):
+        student.call, student.reads_calls = answers("call_0_tagged", "call_1_tagged", "call_2_tagged"), reads
+        assert R.replay(rows, R.Setup("x", "P"), student, WEIGHTS).summary()["strict_call"] is None
+
+
 def test_tool_choice_on_val_prefers_the_score_then_the_shorter_request():
     assert R.best_on_val({"all": 0.3, "used": 0.3}, {"all": 7300.0, "used": 5900.0}) == "used"
     assert R.best_on_val({"all": 0.4, "used": 0.3}, {"all": 7300.0, "used": 5900.0}) == "all"
@@ -252,6 +277,7 @@ def test_qwen_reply_is_read_by_the_chosen_server_rule(qwen_small_cfg, tmp_path):
     # leaves that as text (OpenCode would show it); the earlier rule takes it, and it names no OpenCode tool.
     assert llama_cpp["tool"] is None and llama_cpp["text_call"] and llama_cpp["score"] == 0.0, llama_cpp
     assert hermes["tool"] == "pytest" and not hermes["text_call"], hermes
+    assert llama_cpp["syntax"] is None and hermes["syntax"] == "bare"  # the id's syntax survives DSPy's reading
     assert hermes["components"]["valid_call"] == 0.0 and hermes["score"] == 0.0
     assert ledger.totals()["calls"] == 2  # two rules: two cache entries, two real calls
 

@@ -68,6 +68,7 @@ LLAMA_CPP_COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"  # vendored in lla
 PARSERS = ("llama.cpp", "hermes-2-pro", "strict")
 TEMPLATE_KEY = "tokenizer.chat_template"
 TOOL_OPEN, TOOL_CLOSE = "<tool_call>", "</tool_call>"
+SYNTAXES = ("tagged", "bare", "fenced", "function_tag", "other_tag")  # how a parsed call was written
 AUTOPARSER_OPEN = TOOL_OPEN + "\n"  # llama.cpp's per-call marker for this template, newline included
 
 
@@ -231,7 +232,9 @@ class ToolCall:
         return self.syntax == "tagged"
 
     def as_openai(self, index: int) -> dict[str, Any]:
-        return {"id": f"call_{index}", "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+        # The id names the syntax the call was written in: only the id survives DSPy's reading of a reply.
+        return {"id": f"call_{index}_{self.syntax}", "type": "function",
+                "function": {"name": self.name, "arguments": self.arguments}}
 
 
 @dataclass
@@ -661,6 +664,13 @@ def _parse_strict(text: str) -> Reply:
 
 _CALL_MARKERS = (TOOL_OPEN, "<function=", "<function name=")
 _CALL_START = re.compile(r'\{\s*"name"\s*:\s*"[^"\n]*"\s*,\s*"(?:arguments|parameters)"\s*:')
+
+
+def call_syntax(call_id: Any) -> str | None:
+    """The syntax (`ToolCall.syntax`) named by a call id from `ToolCall.as_openai`; None for any other id."""
+    if not isinstance(call_id, str) or not call_id.startswith("call_"):
+        return None
+    return next((s for s in SYNTAXES if call_id.endswith("_" + s)), None)
 
 
 def holds_call_text(content: str) -> bool:

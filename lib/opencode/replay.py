@@ -75,6 +75,7 @@ class Result:
 
     setup: Setup
     records: list[dict[str, Any]] = field(default_factory=list)
+    syntax_seen: bool = False  # the student's raw replies are read here (a parser rule), so their syntax is known
 
     def answered(self) -> list[dict[str, Any]]:
         return [r for r in self.records if not r.get("failed")]
@@ -96,6 +97,10 @@ class Result:
             "no_call": sum(r["tool"] is None and not r["over_context"] for r in recs),
             # replies with no call that hold one written as text, which the server did not take
             "text_call": sum(bool(r.get("text_call")) for r in recs),
+            # replies whose call is in the template's own <tool_call> syntax, which every server parses;
+            # null where the syntax is not seen (a server or a grammar made the call) or not recorded
+            "strict_call": (sum(r.get("syntax") == "tagged" for r in recs)
+                            if self.syntax_seen and all(r.get("syntax") or not r["tool"] for r in recs) else None),
             "prompt_tokens_mean": round(statistics.fmean(tokens), 1) if tokens else 0.0,
             "prompt_tokens_max": max(tokens, default=0),
             "failed": len(self.records) - n,
@@ -172,6 +177,21 @@ def first_call(outputs: Any) -> tuple[str | None, Any]:
     return name, raw
 
 
+def call_syntax(outputs: Any, rule: str) -> str | None:
+    """How the first call of DSPy LM outputs was written (`chat.SYNTAXES`), as `rule` read it; None if unknown.
+
+    The llama.cpp and strict rules take only the template's tagged blocks, so their calls are tagged
+    whatever the reply's id says (an answer cached before ids named the syntax)."""
+    out = outputs[0] if isinstance(outputs, list) and outputs else outputs
+    calls = out.get("tool_calls") if isinstance(out, dict) else None
+    if not calls:
+        return None
+    if rule in ("llama.cpp", "strict"):
+        return "tagged"
+    call = calls[0]
+    return chat.call_syntax(call.get("id") if isinstance(call, dict) else getattr(call, "id", None))
+
+
 def score_call(row: dict[str, Any], setup: Setup, tool: str | None, args: Any,
                weights: dict[str, float]) -> dict[str, Any]:
     """Components, destructive flags and the 0-1 score of one returned call."""
@@ -201,13 +221,14 @@ def score_call(row: dict[str, Any], setup: Setup, tool: str | None, args: Any,
 def replay(rows: list[dict[str, Any]], setup: Setup, student: Student, weights: dict[str, float],
            on_step: Callable[[], None] | None = None) -> Result:
     """Send every step in `setup`'s shape to `student` and score what comes back (rows keep their order)."""
-    result = Result(setup)
+    result = Result(setup, syntax_seen=student.reads_calls in chat.PARSERS)
     for row in rows:
         request = build_request(row, setup, student)
         tokens = student.count_tokens(request)
         record: dict[str, Any] = {"id": row["id"], "setup": setup.name, "student": student.label,
                                   "gold_tool": row["gold"]["next_action"]["tool"], "prompt_tokens": tokens,
                                   "over_context": tokens > student.context_window}
+        syntax = None
         if record["over_context"]:
             tool, args = None, None
         else:
@@ -219,10 +240,11 @@ def replay(rows: list[dict[str, Any]], setup: Setup, student: Student, weights: 
                     on_step()
                 continue
             tool, args = first_call(outputs)
+            syntax = call_syntax(outputs, student.reads_calls)
         scored = score_call(row, setup, tool, args, weights)
         text_call = tool is None and isinstance(args, str) and chat.holds_call_text(args)
         record.update(tool=tool, args=args if isinstance(args, dict) else None, failed=None, text_call=text_call,
-                      **scored)
+                      syntax=syntax, **scored)
         result.records.append(record)
         if on_step:
             on_step()
