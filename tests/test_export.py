@@ -87,7 +87,7 @@ def assert_safe(name: str, text: str) -> None:
 # ----------------------------------------------------------------------------------- all formats
 
 def test_every_format_is_written_and_parses(program):
-    files = E.render_files(settings(), program, SCORES, "2025-11-19")
+    files = E.render_files(settings(short_tools=True), program, SCORES, "2025-11-19")
     assert set(files) == {"opencode-build-smollm2-135m.jsonc", "OPTIMIZED_BUILD.md", "smollm2-135m-optimized.txt",
                           "agents/build-smollm2-135m.md", "USAGE_GUIDE_build.md", "plugin/nearest-demos.js",
                           "plugin/nearest-demos.json", "plugin/short-tools.js", "plugin/short-tools.json"}
@@ -153,6 +153,10 @@ def test_formats_select_the_files(program, formats):
     files = E.render_files(settings(formats), program, SCORES, "2025-11-19")
     names = E.file_names("build", "smollm2-135m")
     assert set(files) == {names[f] for f in formats}
+    # the short-descriptions plugin comes with an agent that sends them (export.tool_descriptions), in any format set
+    short = E.render_files(settings(formats, short_tools=True), program, SCORES, "2025-11-19")
+    assert set(short) - set(files) == {"plugin/short-tools.js", "plugin/short-tools.json"}
+    assert ("short-tools" in short.get(names["usage_guide"], "")) == ("usage_guide" in formats)
     if "usage_guide" in formats:
         guide = files[names["usage_guide"]]
         assert names["agent_config"] in guide
@@ -160,7 +164,7 @@ def test_formats_select_the_files(program, formats):
 
 
 def test_usage_guide_commands(program):
-    guide = E.render_files(settings(), program, SCORES, "2025-11-19")["USAGE_GUIDE_build.md"]
+    guide = E.render_files(settings(short_tools=True), program, SCORES, "2025-11-19")["USAGE_GUIDE_build.md"]
     for command in ("opencode debug agent build-smollm2-135m", "opencode run --agent build-smollm2-135m",
                     "OPENCODE_CONFIG=", ".opencode/agents/", "dvc repro", "python -m llama_cpp.server",
                     "\"instructions\": [\"OPTIMIZED_BUILD.md\"]", "{file:./prompts/smollm2-135m-optimized.txt}",
@@ -207,7 +211,8 @@ def test_opencode_model_per_provider(cfg, override, model, provider_id):
 
 
 def test_ollama_files_are_named_without_colons(program):
-    files = E.render_files(settings(student=student("ollama", "qwen2.5-coder:1.5b")), program, SCORES, None)
+    files = E.render_files(settings(student=student("ollama", "qwen2.5-coder:1.5b"), short_tools=True), program,
+                           SCORES, None)
     assert set(files) == {"opencode-build-qwen2.5-coder-1.5b.jsonc", "OPTIMIZED_BUILD.md",
                           "qwen2.5-coder-1.5b-optimized.txt", "agents/build-qwen2.5-coder-1.5b.md",
                           "USAGE_GUIDE_build.md", "plugin/nearest-demos.js", "plugin/nearest-demos.json",

@@ -38,7 +38,7 @@ def settings(provider: str = "ollama", model: str = "qwen2.5-coder:1.5b", temper
     cfg = {"provider": provider, "model": model, "api_base": None, "api_key_env": None, "temperature": temperature,
            "max_tokens": 256, "timeout": 60, "num_retries": 1, **student}
     return A.ExportSettings(agent="build", mode=mode, formats=E.FORMATS, max_examples=3, student=cfg,
-                            opencode_model=None)
+                            opencode_model=None, short_tools=True)
 
 
 class OpenCode:

@@ -79,6 +79,9 @@ BAD = {
         _set("optimization.metric_weights", {k: 0 for k in shipped_params()["optimization"]["metric_weights"]}),
         ["optimization.metric_weights"]),
     "unknown export format": (_set("export.formats", ["agent_config", "pdf"]), ["export.formats", "'pdf'"]),
+    "short_tools as a format": (_set("export.formats", ["agent_config", "short_tools"]),
+                                ["export.formats", "export.tool_descriptions: short"]),
+    "unknown tool_descriptions": (_set("export.tool_descriptions", "tiny"), ["export.tool_descriptions", "'tiny'"]),
 }
 
 

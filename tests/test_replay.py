@@ -15,6 +15,7 @@ import json5
 import pytest
 import yaml
 
+from lib.config.params import ROOT
 from lib.models.server import free_port
 from conftest import need
 from helpers import Loopback, completion, error, make_project, read_jsonl, run_data_stages, run_stage, tool_completion
@@ -297,14 +298,15 @@ def replay_project(tmp_path_factory, smollm_path) -> Path:
 
 
 def configure(project: Path, dest: Path, student: dict | None = None, disable_tools: str = "none",
-              optimization: dict | None = None, **replay) -> Path:
-    """A copy of `project` with these replay settings, models.student where given, and the tool set fixed
-    unless `disable_tools` says otherwise."""
+              tool_descriptions: str = "full", optimization: dict | None = None, **replay) -> Path:
+    """A copy of `project` with these replay settings, models.student where given, and the tool set and
+    descriptions fixed unless `disable_tools` and `tool_descriptions` say otherwise."""
     shutil.copytree(project, dest, ignore=shutil.ignore_patterns("__pycache__"))
     path = dest / "params.yaml"
     params = yaml.safe_load(path.read_text(encoding="utf-8"))
     params["replay"].update(replay)
     params["export"]["disable_tools"] = disable_tools
+    params["export"]["tool_descriptions"] = tool_descriptions
     params["optimization"].update(optimization or {})
     if student:
         params["models"]["student"] = student
@@ -476,6 +478,72 @@ def test_disable_tools_auto_chooses_on_val_and_export_ships_the_choice(replay_pr
     config = json5.loads(next((project / "outputs" / "prompts").glob("opencode-*.jsonc")).read_text())
     (entry,) = config["agent"].values()
     assert entry.get("tools", {}) == {name: False for name in agent["disable_tools"]}
+
+
+def _answer_by_descriptions(i: int, request: dict, full: str, short: str) -> tuple[int, dict, dict]:
+    """A scripted server student whose call depends on how long the request's bash description is."""
+    bash = next(t["function"]["description"] for t in request["tools"] if t["function"]["name"] == "bash")
+    return tool_completion(*_BY_QUALITY[short if len(bash) < 1000 else full], i)
+
+
+def _export_files(project: Path) -> set[str]:
+    for name in ("baseline", "optimized"):
+        (project / "metrics" / f"{name}.json").write_text(json.dumps({"score": 0.1, "components": {}, "n": 2}))
+    done = run_stage(project, "export")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = project / "outputs" / "prompts"
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("full, short, chosen", [
+    ("good", "bad", "full"),   # the better val score wins, though its request is longer
+    ("bad", "good", "short"),
+    ("good", "good", "short"),  # a tie: the shorter request wins
+])
+def test_tool_descriptions_auto_chooses_on_val_and_export_ships_the_plugin(replay_project, tmp_path, full, short,
+                                                                           chosen):
+    """export.tool_descriptions: auto through the replay and export stages: full and short descriptions are
+    scored on val, the choice is replayed on test and shipped (the plugin's files only when short)."""
+    server = Loopback(lambda i: _answer_by_descriptions(i, server.requests[i], full, short))
+    try:
+        project = configure(replay_project, tmp_path / "p", max_steps=2, tool_descriptions="auto",
+                            student={**server_student(server.url), "num_retries": 0, "timeout": 30},
+                            optimization={"max_val_examples": 3})
+        done = run_stage(project, "replay")
+        assert done.returncode == 0, done.stderr[-3000:]
+        bash = [len(next(t["function"]["description"] for t in r["tools"] if t["function"]["name"] == "bash"))
+                for r in server.requests]
+    finally:
+        server.close()
+    agent = json.loads((project / "metrics" / "replay.json").read_text())["agent"]
+    assert agent["tool_descriptions"] == chosen and agent["disable_tools"] == []
+    assert set(agent["val_scores"]) == {"full descriptions", "short descriptions"}
+    tokens = agent["val_prompt_tokens"]
+    assert tokens["short descriptions"] < tokens["full descriptions"] - 1000
+    # 3 val steps per candidate, then 2 test steps per prompt: OpenCode's default first, with the long ones
+    assert len(bash) == 3 + 3 + 2 + 2 and min(bash[:3]) > 1000 and max(bash[3:6]) < 1000
+    assert min(bash[6:8]) > 1000 and all((b < 1000) == (chosen == "short") for b in bash[8:]), bash
+    plugin = {"plugin/short-tools.js", "plugin/short-tools.json"}
+    files = _export_files(project)
+    assert files & plugin == (plugin if chosen == "short" else set())
+
+
+def test_tool_descriptions_auto_keeps_full_for_a_student_that_never_reads_them(replay_project, tmp_path):
+    """SmolLM2's grammar-constrained format lists no descriptions: both candidates render the same prompt, so
+    the short one costs no call, they tie on score and tokens, and the agent keeps OpenCode's descriptions
+    (no plugin to install). The shipped params choose auto."""
+    assert yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["export"]["tool_descriptions"] == "auto"
+    project = configure(replay_project, tmp_path / "p", max_steps=1, tool_descriptions="auto",
+                        optimization={"max_val_examples": 2})
+    done = run_stage(project, "replay")
+    assert done.returncode == 0, done.stderr[-3000:]
+    agent = json.loads((project / "metrics" / "replay.json").read_text())["agent"]
+    assert set(agent["val_scores"]) == {"full descriptions", "short descriptions"}
+    assert len(set(agent["val_scores"].values())) == 1 and len(set(agent["val_prompt_tokens"].values())) == 1
+    assert agent["tool_descriptions"] == "full"
+    usage = json.loads((project / "metrics" / "replay_usage.json").read_text())["lm_usage"]["student"]
+    assert usage["calls"] + usage["cache_hits"] == 2 + 2  # 2 val steps with full descriptions, 1 test step x 2 prompts
+    assert not {"plugin/short-tools.js", "plugin/short-tools.json"} & _export_files(project)
 
 
 def test_replay_feedback_names_a_call_written_as_text():

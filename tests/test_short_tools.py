@@ -1,4 +1,4 @@
-"""Format short_tools: the short descriptions, the requests replay builds with them, the exported files."""
+"""export.tool_descriptions: short: the descriptions, the requests replay builds with them, the exported files."""
 from __future__ import annotations
 
 import json
@@ -35,8 +35,7 @@ def test_replay_sends_the_exported_agent_the_short_descriptions_and_nothing_else
         assert b["function"]["parameters"] == a["function"]["parameters"]
         assert b["function"]["description"] == (short[name] if name in short else a["function"]["description"])
     assert len(json.dumps(slim["tools"])) < 0.6 * len(json.dumps(plain["tools"]))
-    assert short_tools.for_formats(("agent_config",)) is None
-    assert short_tools.for_formats(["agent_config", "short_tools"]) == short
+    assert short_tools.sent(False) is None and short_tools.sent(True) == short
 
 
 def test_files_are_the_plugin_as_shipped_and_its_data():

@@ -114,6 +114,9 @@ def _check_semantics(p: dict[str, Any]) -> list[str]:
                             "your metric, or set metric: null")
     if not any(p["replay"]["metric_weights"].values()):
         problems.append("replay.metric_weights: all weights are 0; give at least one a positive weight")
+    if "short_tools" in p["export"]["formats"]:  # a format until the choice could be made on val
+        problems.append("export.formats: short_tools is now export.tool_descriptions: short (or auto, to let the "
+                        "replay stage choose on val); remove it from formats")
     disabled = p["export"]["disable_tools"]
     if isinstance(disabled, list):
         from lib.tools import shape  # OpenCode's own tool list, as captured from its requests

@@ -28,7 +28,7 @@ from lib.scoring.metric import COMPONENTS
 from lib.opencode.agent import ExportSettings, ModelTarget, Program, agent_entry, agent_name, model_slug, \
     opencode_target
 
-FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide", "plugin", "short_tools")
+FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide", "plugin")
 SCHEMA_URL = "https://opencode.ai/config.json"
 
 
@@ -122,7 +122,7 @@ def file_names(agent: str, slug: str) -> dict[str, str]:
 
 
 def render_files(settings: ExportSettings, program: Program, scores: Scores, data_date: str | None) -> dict[str, str]:
-    """Relative path -> file text, for every format in settings.formats (nothing is written here)."""
+    """Relative path -> file text, for every file settings.shipped names (nothing is written here)."""
     slug = model_slug(settings.student["model"])
     name = agent_name(settings)
     target = opencode_target(settings.student, settings.opencode_model)
@@ -132,7 +132,7 @@ def render_files(settings: ExportSettings, program: Program, scores: Scores, dat
     prompt = entry["prompt"]
     names = file_names(settings.agent, slug)
     files: dict[str, str] = {}
-    for fmt in settings.formats:
+    for fmt in settings.shipped:
         if fmt == "agent_config":
             files[names[fmt]] = _jsonc(name, entry, settings, scores, data_date, names)
         elif fmt == "instructions":
@@ -196,7 +196,7 @@ def _jsonc(name: str, entry: dict[str, Any], settings: ExportSettings, scores: S
 def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores: Scores,
                 data_date: str | None, names: dict[str, str]) -> str:
     """How to use each written file, with commands that work as written (run from the project root)."""
-    have = set(settings.formats)
+    have = set(settings.shipped)
     out = "outputs/prompts"
     note = text_call_note(settings.student["model"], scores.replay) if scores.replay else None
     g = [f"# Using the optimized `{settings.agent}` prompt in OpenCode", "",
@@ -221,7 +221,7 @@ def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores
         "short_tools": "an OpenCode plugin (and `short-tools.json` beside it) that sends the built-in tools' "
                        "descriptions in short form",
     }
-    for fmt in settings.formats:
+    for fmt in settings.shipped:
         g.append(f"- `{out}/{names[fmt]}`: {what[fmt]}")
     g += ["", "The commands below run from this pipeline's folder; `PROJECT` is the project you use "
           "OpenCode in:", "", "```sh", "PROJECT=$HOME/code/myapp   # change this", "```", "",
@@ -279,7 +279,7 @@ def usage_guide(name: str, settings: ExportSettings, target: ModelTarget, scores
         g += [f"## {step}. Send shorter tool descriptions (plugin)", "",
               "The plugin replaces the long descriptions of OpenCode's built-in tools with their first "
               "paragraph (the tools and their parameters are unchanged), for every agent of the project. "
-              "Install it for one project:", "",
+              "The scores above were measured with them, so install it with the agent:", "",
               "```sh", f"mkdir -p \"$PROJECT/.opencode/plugin\" && cp {out}/plugin/short-tools.* "
               "\"$PROJECT/.opencode/plugin/\"", "```", "",
               "Turn it off for one run with `OPENCODE_SHORT_TOOLS=off opencode ...`, or for good by deleting "

@@ -174,23 +174,35 @@ class ExportSettings:
     opencode_model: str | None
     disabled_tools: tuple[str, ...] = ()  # the agent's `tools: {name: false}`
     permission: dict[str, Any] | None = None  # the agent's `permission` rules
+    short_tools: bool = False  # the built-in tools' descriptions sent short (lib.opencode.short_tools)
     field_chars: int = 1200  # data.max_field_chars: the plugin cuts a task as the training rows were cut
 
+    @property
+    def shipped(self) -> tuple[str, ...]:
+        """The files export writes: export.formats, and the short-descriptions plugin where the agent sends them."""
+        return self.formats + (("short_tools",) if self.short_tools else ())
 
-def export_settings(params: dict[str, Any], disabled_tools: list[str] | tuple[str, ...]) -> ExportSettings:
-    """ExportSettings from params.yaml and the tools the agent switches off (chosen by replay)."""
+
+def export_settings(params: dict[str, Any], disabled_tools: list[str] | tuple[str, ...],
+                    short_tools: bool | None = None) -> ExportSettings:
+    """ExportSettings from params.yaml, the tools the agent switches off and whether it sends the tools'
+    descriptions short (both chosen by replay where params say auto; None: short only if params say so)."""
     e = params["export"]
+    if short_tools is None:
+        short_tools = e["tool_descriptions"] == "short"
     permission = {"bash": dict(safety.DENY_DESTRUCTIVE)} if e["permission"] == "deny_destructive" else None
     return ExportSettings(agent=e["agent_name"], mode=e["mode"], formats=tuple(e["formats"]),
                           max_examples=e["max_examples"], student=params["models"]["student"],
                           opencode_model=e["opencode_model"], disabled_tools=tuple(disabled_tools),
-                          permission=permission, field_chars=params["data"]["max_field_chars"])
+                          permission=permission, short_tools=short_tools,
+                          field_chars=params["data"]["max_field_chars"])
 
 
 def scored_settings(params: dict[str, Any], program: Program, replay_agent: dict[str, Any], rerun: str) -> ExportSettings:
     """ExportSettings for the agent the replay stage chose (metrics/replay.json's `agent`); a UserError,
     naming `rerun`, when the prompt they give is not the one replay scored."""
-    settings = export_settings(params, replay_agent["disable_tools"])
+    settings = export_settings(params, replay_agent["disable_tools"],
+                               replay_agent.get("tool_descriptions", "full") == "short")
     if hashlib.sha256(agent_prompt(settings, program).encode("utf-8")).hexdigest() != replay_agent["prompt_sha256"]:
         raise UserError("metrics/replay.json scored another prompt than the one export would write "
                         f"(program or export params changed since); run `{rerun}`")

@@ -293,6 +293,8 @@ def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: in
     def call(request: dict[str, Any]) -> Any:
         return lm(messages=request["messages"], tools=request["tools"], tool_choice="auto")
 
+    if cfg["provider"] == "local" and not cfg["temperature"]:
+        call = once_per_prompt(call, lambda request: LL.tool_prompt(llama, request["messages"], request["tools"]))
     target = opencode_target(cfg, None).model
     provider, _, model = target.partition("/")
     return Student(label=cfg["model"], call=call, count_tokens=count, context_window=window,
@@ -301,6 +303,20 @@ def make_student(role: str, cfg: dict[str, Any], ledger: Any, context_window: in
 
 
 SERVER_CONTEXT = 32768  # assumed window of a served model when replay does not say
+
+
+def once_per_prompt(send: Callable[[dict[str, Any]], Any], render: Callable[[dict[str, Any]], str]
+                    ) -> Callable[[dict[str, Any]], Any]:
+    """`send`, asked once per prompt text: greedy, an embedded model's answer depends only on the prompt it
+    reads, so requests that render the same (tool descriptions its format does not show) share one call."""
+    answers: dict[str, Any] = {}
+
+    def call(request: dict[str, Any]) -> Any:
+        text = render(request)
+        if text not in answers:
+            answers[text] = send(request)
+        return answers[text]
+    return call
 
 
 # ------------------------------------------------------------------------------------ the stage
@@ -352,34 +368,40 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
     if "plugin" in params["export"]["formats"]:
         bank = demo_bank(program.bank_demos, program.retrieval, params["export"]["max_examples"],
                          params["data"]["max_field_chars"])
-    short = short_tools.for_formats(params["export"]["formats"])  # the exported requests' tool descriptions
-    # The agent config: which tools the exported agent keeps, chosen on val where asked to.
-    wanted = params["export"]["disable_tools"]
+    # The agent config, chosen on val where asked to: which tools it keeps, how they are described.
+    e = params["export"]
+    if e["disable_tools"] == "auto":
+        unused = unused_tools(train)
+        tool_sets = {"all tools": [], "tools the sessions used": unused} if unused else {"all tools": []}
+    else:
+        tool_sets = {"": [] if e["disable_tools"] == "none" else list(e["disable_tools"])}
+    described = {"full descriptions": False, "short descriptions": True} if e["tool_descriptions"] == "auto" \
+        else {"": e["tool_descriptions"] == "short"}
+    candidates = {", ".join(n for n in (tools, desc) if n): (off, short)
+                  for tools, off in tool_sets.items() for desc, short in described.items()}
     choice: dict[str, Any] = {}
     tokens: dict[str, float] = {}
-    if wanted == "auto":
-        candidates = {"all tools": [], "tools the sessions used": unused_tools(train)}
-        if not candidates["tools the sessions used"] or not val:
-            disabled: list[str] = []
-        else:
-            for name, off in candidates.items():
-                settings = export_settings(params, off)
-                setup = Setup(EXPORTED, agent_prompt(settings, program), tuple(off), settings.permission,
-                              demo_bank=bank, short_tools=short)
-                summary = scored(val, setup, main, f"val, {name}").summary()
-                choice[name], tokens[name] = summary["score"], summary["prompt_tokens_mean"]
-            disabled = candidates[best_on_val(choice, tokens)]
+    if len(candidates) > 1 and val:
+        for name, (off, short) in candidates.items():
+            settings = export_settings(params, off, short)
+            setup = Setup(EXPORTED, agent_prompt(settings, program), tuple(off), settings.permission,
+                          demo_bank=bank, short_tools=short_tools.sent(short))
+            summary = scored(val, setup, main, f"val, {name}").summary()
+            choice[name], tokens[name] = summary["score"], summary["prompt_tokens_mean"]
+        disabled, short = candidates[best_on_val(choice, tokens)]
     else:
-        disabled = [] if wanted == "none" else list(wanted)
-    settings = export_settings(params, disabled)
+        disabled, short = next(iter(candidates.values()))  # fixed, or nothing to choose between
+    settings = export_settings(params, disabled, short)
     prompt = agent_prompt(settings, program)
-    exported = Setup(EXPORTED, prompt, tuple(disabled), settings.permission, demo_bank=bank, short_tools=short)
+    exported = Setup(EXPORTED, prompt, tuple(disabled), settings.permission, demo_bank=bank,
+                     short_tools=short_tools.sent(short))
     default = Setup(DEFAULT, None)
 
     report: dict[str, Any] = {
         "opencode_version": shape.version(),
         "parser": r["parser"],
-        "agent": {"disable_tools": disabled, "permission": params["export"]["permission"],
+        "agent": {"disable_tools": disabled, "tool_descriptions": "short" if short else "full",
+                  "permission": e["permission"],
                   "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest(),
                   "val_scores": choice, "val_prompt_tokens": tokens},
         "students": {},

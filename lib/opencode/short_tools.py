@@ -1,4 +1,4 @@
-"""Export format `short_tools`: an OpenCode plugin that sends the built-in tools' descriptions short.
+"""The built-in tools' descriptions sent short (`export.tool_descriptions`), by an OpenCode plugin.
 
 OpenCode's ten tool descriptions are about 3,300 of the ~7,400 tokens of its request in Qwen2.5's
 template (bash alone 1,061). The plugin (short-tools.js, shipped as is) replaces each long one with
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,9 @@ def files() -> dict[str, str]:
             DATA_FILE: json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True) + "\n"}
 
 
-def for_formats(formats: Iterable[str]) -> dict[str, str] | None:
-    """The descriptions the exported agent's requests carry: the plugin's where it is exported, else None."""
-    return descriptions() if "short_tools" in set(formats) else None
+def sent(short: bool) -> dict[str, str] | None:
+    """The descriptions an agent's requests carry: the plugin's when it sends them short, else None (OpenCode's)."""
+    return descriptions() if short else None
 
 
 def shorten(tools: list[dict[str, Any]], short: dict[str, str]) -> list[dict[str, Any]]:

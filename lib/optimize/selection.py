@@ -131,8 +131,9 @@ def deployed_selection(params: dict[str, Any], rows: list[dict[str, Any]], ledge
                        ) -> tuple[DeployedAdapter, ReplayMetric]:
     """The adapter and metric that make an optimizer select on the replay score (optimization.select_on: replay).
 
-    The agent config is export's where it is fixed (a list in export.disable_tools); `auto` is decided
-    later by the replay stage, so selection sees all of OpenCode's tools.
+    The agent config is export's where it is fixed (a list in export.disable_tools, export.tool_descriptions:
+    short); `auto` is decided later by the replay stage, so selection sees all of OpenCode's tools and their
+    full descriptions.
     """
     wanted = params["export"]["disable_tools"]
     settings = export_settings(params, list(wanted) if isinstance(wanted, list) else [])
@@ -140,6 +141,6 @@ def deployed_selection(params: dict[str, Any], rows: list[dict[str, Any]], ledge
                            params["replay"]["parser"])
     steps = Steps(rows)
     adapter = DeployedAdapter(steps, student, settings.max_examples, settings.disabled_tools, settings.permission,
-                              short_tools.for_formats(settings.formats))
+                              short_tools.sent(settings.short_tools))
     metric = ReplayMetric(steps, params["replay"]["metric_weights"], settings.disabled_tools, settings.permission)
     return adapter, metric
