@@ -11,7 +11,7 @@ from lib.charts import write_bar_chart
 from lib.core.errors import run_stage
 from lib.core.files import write_json
 from lib.opencode import live
-from lib.opencode.agent import agent_entry, agent_name, load_program, read_json, scored_settings
+from lib.opencode.agent import agent_entry, agent_name, load_program, plugin_files, read_json, scored_settings
 from lib.tools import shape
 
 RERUN = "run `dvc repro` to create it"
@@ -28,7 +28,7 @@ def main() -> None:
         settings = scored_settings(p, program, replay["agent"], "dvc repro replay live")
         entry = agent_entry(settings, program, f"{settings.agent} agent (learned prompt)")
         runs = live.run_all(cfg, entry, agent_name(settings), opencode=live.opencode_cli(), workroot=WORKROOT,
-                            known_tools=frozenset(shape.tool_names()))
+                            known_tools=frozenset(shape.tool_names()), plugins=plugin_files(settings, program))
     report = {"enabled": cfg["enabled"], "models": live.summarize(runs)}
     write_json("metrics/live.json", report)
     write_json("metrics/live_runs.json", [r.record() for r in runs])

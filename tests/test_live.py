@@ -18,7 +18,7 @@ from conftest import ROOT, need
 from helpers import PYTHON, env, make_project
 from lib.core.errors import UserError
 from lib.export.files import live_lines
-from lib.opencode import live, safety
+from lib.opencode import live, safety, short_tools
 from lib.tools import shape
 
 TASKS = ROOT / "data" / "live" / "tasks"
@@ -244,7 +244,7 @@ class ScriptedModel:
 
 
 def scripted_runs(tmp_path: Path, tasks: Path, exported: dict, call_for=greeting_call,
-                  timeout: int = 300) -> tuple[list[live.Run], ScriptedModel]:
+                  timeout: int = 300, plugins: dict | None = None) -> tuple[list[live.Run], ScriptedModel]:
     """Every task in `tasks` run by real OpenCode with both agents on a ScriptedModel (closed after)."""
     model = ScriptedModel(call_for)
     try:
@@ -252,7 +252,7 @@ def scripted_runs(tmp_path: Path, tasks: Path, exported: dict, call_for=greeting
                "api_base": model.url}], "max_steps": 3, "repeats": 1, "temperature": 0.0, "timeout": timeout,
                "context_window": 16384, "max_output_tokens": 256}
         runs = live.run_all(cfg, exported, "opt-scripted", opencode=str(OPENCODE), workroot=tmp_path / "work",
-                            known_tools=frozenset(shape.tool_names()), log=lambda line: None)
+                            known_tools=frozenset(shape.tool_names()), plugins=plugins, log=lambda line: None)
     finally:
         model.close()
     return runs, model
@@ -294,6 +294,27 @@ def test_real_opencode_runs_each_task_with_both_agents_and_the_checks_decide(tmp
     report = live.summarize(runs)["scripted"]
     assert report["exported"]["completion_rate"] == report["opencode_default"]["completion_rate"] == 0.5
     assert report["difference"] == {"absolute": 0.0, "ci95": [0.0, 0.0], "paired": 2}
+
+
+@pytest.mark.timeout(900)
+def test_the_exported_agents_runs_load_the_plugins_it_ships(tmp_path: Path) -> None:
+    """Live scores what ships: with short descriptions exported, real OpenCode sends the exported agent's
+    requests with the plugin's descriptions, exactly as replay builds them, and OpenCode's default agent
+    its own long ones (the plugin is installed for the exported agent's runs only)."""
+    need(OPENCODE.exists(), "OpenCode CLI missing (run ./setup.sh --test)")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    shutil.copy(TASKS / "create-file.yaml", tasks)
+    exported = {"description": "d", "mode": "primary", "prompt": "LEARNED PROMPT: act through tools."}
+    runs, model = scripted_runs(tmp_path, tasks, exported, plugins=short_tools.files())
+    assert all(r.success for r in runs), runs
+    by_agent: dict[bool, list[list[dict]]] = {}
+    for r in model.requests:
+        by_agent.setdefault(r["messages"][0]["content"].startswith("LEARNED PROMPT"), []).append(r["tools"])
+    assert len(by_agent[True]) == len(by_agent[False]) == 2
+    for default_tools, exported_tools in zip(by_agent[False], by_agent[True]):
+        assert exported_tools == short_tools.shorten(default_tools, short_tools.descriptions())
+        assert len(json.dumps(exported_tools)) < 0.6 * len(json.dumps(default_tools))
 
 
 @pytest.mark.timeout(900)

@@ -26,7 +26,7 @@ from lib.opencode import plugin, short_tools
 from lib.opencode.report import text_call_note
 from lib.scoring.metric import COMPONENTS
 from lib.opencode.agent import ExportSettings, ModelTarget, Program, agent_entry, agent_name, model_slug, \
-    opencode_target
+    opencode_target, plugin_files
 
 FORMATS = ("agent_config", "instructions", "template", "markdown_agent", "usage_guide", "plugin")
 SCHEMA_URL = "https://opencode.ai/config.json"
@@ -146,10 +146,7 @@ def render_files(settings: ExportSettings, program: Program, scores: Scores, dat
                                  + "---\n" + prompt)
         elif fmt == "usage_guide":
             files[names[fmt]] = usage_guide(name, settings, target, scores, data_date, names)
-        elif fmt == "plugin":
-            files.update(plugin.files(program.bank_demos, program.retrieval, settings.max_examples, settings.field_chars))
-        elif fmt == "short_tools":
-            files.update(short_tools.files())
+    files.update(plugin_files(settings, program))  # formats plugin and short_tools
     return files
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lib.core.errors import UserError
-from lib.opencode import render
-from lib.opencode import safety
+from lib.opencode import plugin, render, safety, short_tools
 from lib.program.retrieval import split_fixed
 
 
@@ -218,6 +217,17 @@ def agent_prompt(settings: ExportSettings, program: Program) -> str:
     """The agent prompt exactly as shipped (and as the replay stage scores it)."""
     return render.agent_prompt(program.instructions, program.prompt_demos, settings.max_examples,
                                 settings.disabled_tools)
+
+
+def plugin_files(settings: ExportSettings, program: Program) -> dict[str, str]:
+    """The OpenCode plugins shipped with the agent (path under a plugin folder's parent -> text): the nearest
+    examples (format plugin) and the short tool descriptions (export.tool_descriptions)."""
+    files: dict[str, str] = {}
+    if "plugin" in settings.formats:
+        files.update(plugin.files(program.bank_demos, program.retrieval, settings.max_examples, settings.field_chars))
+    if settings.short_tools:
+        files.update(short_tools.files())
+    return files
 
 
 def agent_entry(settings: ExportSettings, program: Program, description: str) -> dict[str, Any]:

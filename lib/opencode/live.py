@@ -6,7 +6,9 @@ One run = one task, one agent, one model, one repeat:
      prompt, whose `<env>` block names the directory, is the same for every run and the server
      reuses its decoded prefix);
   2. a throw-away HOME whose opencode.json defines the model as an OpenAI-compatible provider and
-     the exported agent; `opencode run --pure --agent NAME` sends the task;
+     the exported agent, and, for the exported agent's runs, the plugins shipped with it in its global
+     plugin folder (as a user installs them; OpenCode's default agent runs without them);
+     `opencode run --agent NAME` sends the task;
   3. the session is read back from that HOME's opencode.db through the project's own reader:
      calls (valid, invalid, destructive), calls printed as text, steps, tokens, errors;
   4. the task's check runs in the repository (a command that must exit 0, and/or an answer the
@@ -254,15 +256,22 @@ def _check(task: Task, repo: Path, reply: str) -> tuple[bool, str]:
 
 def run_task(task: Task, agent: str, agent_name: str, target: Target, repeat: int, *, workdir: Path,
              opencode: str, agents: dict[str, dict[str, Any]], timeout: float, output_tokens: int,
-             known_tools: frozenset[str]) -> Run:
-    """One run of `task` with `agent_name` on `target`, in `workdir` (reused: the same paths every run)."""
+             known_tools: frozenset[str], plugins: dict[str, str] | None = None) -> Run:
+    """One run of `task` with `agent_name` on `target`, in `workdir` (reused: the same paths every run).
+
+    `plugins` (path under the config folder -> text, e.g. plugin/short-tools.js) are installed for this run.
+    """
     repo, home = workdir / "repo", workdir / "home"
     make_repo(repo, task)
     shutil.rmtree(home, ignore_errors=True)
     (home / ".config" / "opencode").mkdir(parents=True)
     (home / ".config" / "opencode" / "opencode.json").write_text(
         json.dumps(opencode_config(target, agents, output_tokens), indent=2), encoding="utf-8")
-    cmd = [opencode, "run", "--pure", "--agent", agent_name, "--model", f"live/{target.model}",
+    for rel, text in sorted((plugins or {}).items()):
+        (home / ".config" / "opencode" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / ".config" / "opencode" / rel).write_text(text, encoding="utf-8")
+    # Not --pure: it also skips the plugin files a user installs.
+    cmd = [opencode, "run", "--agent", agent_name, "--model", f"live/{target.model}",
            "--title", f"live {task.id}"]
     run = Run(task.id, agent, target.label, repeat, "completed", False)
     started = time.monotonic()
@@ -401,9 +410,11 @@ def target_for(model: dict[str, Any], context: int, log_dir: Path, key: str = "l
 
 
 def run_all(cfg: dict[str, Any], exported: dict[str, Any], exported_name: str, *, opencode: str,
-            workroot: Path, known_tools: frozenset[str], log: Callable[[str], None] = print) -> list[Run]:
+            workroot: Path, known_tools: frozenset[str], plugins: dict[str, str] | None = None,
+            log: Callable[[str], None] = print) -> list[Run]:
     """Every (model, agent, task, repeat) run. Runs are ordered agent by agent so that consecutive
-    requests share OpenCode's system prompt and tool definitions, which the server decodes once."""
+    requests share OpenCode's system prompt and tool definitions, which the server decodes once.
+    `plugins` (lib.opencode.agent.plugin_files) are installed for the exported agent's runs."""
     workroot = workroot.resolve()  # OpenCode runs inside each task's repository: relative paths would move
     tasks = load_tasks(Path(cfg["tasks_dir"]), cfg["tasks"])
     for i, model in enumerate(cfg["models"]):  # every name checked before the first run
@@ -424,7 +435,8 @@ def run_all(cfg: dict[str, Any], exported: dict[str, Any], exported_name: str, *
                     for repeat in range(cfg["repeats"]):
                         run = run_task(task, agent, names[agent], target, repeat, workdir=workdir,
                                        opencode=opencode, agents=agents, timeout=cfg["timeout"],
-                                       output_tokens=cfg["max_output_tokens"], known_tools=known_tools)
+                                       output_tokens=cfg["max_output_tokens"], known_tools=known_tools,
+                                       plugins=plugins if agent == "exported" else None)
                         runs.append(run)
                         log(f"live [{len(runs)}/{total}] {target.label} {agent} {task.id}#{repeat}: {run.outcome}, "
                             f"{run.tool_calls} call(s), {run.steps} step(s), {run.wall_s:.0f} s")
