@@ -429,6 +429,31 @@ def _answer_by_tool_count(i: int, request: dict, full: str, fewer: str) -> tuple
     return tool_completion(*_BY_QUALITY[full if offered == len(shape.tool_names()) else fewer], i)
 
 
+def _replay_choosing(project: Path, dest: Path, answer, **export: str) -> tuple[Path, list[dict]]:
+    """The replay stage, choosing the agent config on 3 val steps, then 2 test steps, on a scripted server
+    student whose reply `answer(i, request)` gives; (the project, every request the server got)."""
+    server = Loopback(lambda i: answer(i, server.requests[i]))
+    try:
+        project = configure(project, dest, max_steps=2, **export,
+                            student={**server_student(server.url), "num_retries": 0, "timeout": 30},
+                            optimization={"max_val_examples": 3})
+        done = run_stage(project, "replay")
+        assert done.returncode == 0, done.stderr[-3000:]
+    finally:
+        server.close()
+    return project, server.requests
+
+
+def _export_files(project: Path) -> set[str]:
+    """The export stage on a replayed project (offline scores made up): the files it wrote."""
+    for name in ("baseline", "optimized"):
+        (project / "metrics" / f"{name}.json").write_text(json.dumps({"score": 0.1, "components": {}, "n": 2}))
+    done = run_stage(project, "export")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = project / "outputs" / "prompts"
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+
+
 @pytest.mark.parametrize("full, fewer, chosen", [
     ("good", "bad", "all tools"),                # the better val score wins, though its request is longer
     ("bad", "good", "tools the sessions used"),
@@ -443,16 +468,10 @@ def test_disable_tools_auto_chooses_on_val_and_export_ships_the_choice(replay_pr
     used |= {s["tool"] for r in train for s in (r.get("replay") or {}).get("steps") or []}
     unused = sorted(set(shape.tool_names()) - used)
     assert unused, "the sample's training steps use every tool; the choice would be trivial"
-    server = Loopback(lambda i: _answer_by_tool_count(i, server.requests[i], full, fewer))
-    try:
-        project = configure(replay_project, tmp_path / "p", max_steps=2, disable_tools="auto",
-                            student={**server_student(server.url), "num_retries": 0, "timeout": 30},
-                            optimization={"max_val_examples": 3})
-        done = run_stage(project, "replay")
-        assert done.returncode == 0, done.stderr[-3000:]
-        offered = [len(r.get("tools") or []) for r in server.requests]
-    finally:
-        server.close()
+    project, requests = _replay_choosing(replay_project, tmp_path / "p",
+                                         lambda i, request: _answer_by_tool_count(i, request, full, fewer),
+                                         disable_tools="auto")
+    offered = [len(r.get("tools") or []) for r in requests]
     report = json.loads((project / "metrics" / "replay.json").read_text())
     agent = report["agent"]
     assert set(agent["val_scores"]) == {"all tools", "tools the sessions used"}
@@ -471,10 +490,7 @@ def test_disable_tools_auto_chooses_on_val_and_export_ships_the_choice(replay_pr
     assert side["exported"]["destructive"] == 0  # the chosen set is the one that made good calls
     assert side["opencode_default"]["destructive"] == (2 if full == "bad" else 0)  # it always has every tool
 
-    for name in ("baseline", "optimized"):
-        (project / "metrics" / f"{name}.json").write_text(json.dumps({"score": 0.1, "components": {}, "n": 2}))
-    done = run_stage(project, "export")
-    assert done.returncode == 0, done.stderr[-2000:]
+    _export_files(project)
     config = json5.loads(next((project / "outputs" / "prompts").glob("opencode-*.jsonc")).read_text())
     (entry,) = config["agent"].values()
     assert entry.get("tools", {}) == {name: False for name in agent["disable_tools"]}
@@ -486,15 +502,6 @@ def _answer_by_descriptions(i: int, request: dict, full: str, short: str) -> tup
     return tool_completion(*_BY_QUALITY[short if len(bash) < 1000 else full], i)
 
 
-def _export_files(project: Path) -> set[str]:
-    for name in ("baseline", "optimized"):
-        (project / "metrics" / f"{name}.json").write_text(json.dumps({"score": 0.1, "components": {}, "n": 2}))
-    done = run_stage(project, "export")
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = project / "outputs" / "prompts"
-    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
-
-
 @pytest.mark.parametrize("full, short, chosen", [
     ("good", "bad", "full"),   # the better val score wins, though its request is longer
     ("bad", "good", "short"),
@@ -504,17 +511,11 @@ def test_tool_descriptions_auto_chooses_on_val_and_export_ships_the_plugin(repla
                                                                            chosen):
     """export.tool_descriptions: auto through the replay and export stages: full and short descriptions are
     scored on val, the choice is replayed on test and shipped (the plugin's files only when short)."""
-    server = Loopback(lambda i: _answer_by_descriptions(i, server.requests[i], full, short))
-    try:
-        project = configure(replay_project, tmp_path / "p", max_steps=2, tool_descriptions="auto",
-                            student={**server_student(server.url), "num_retries": 0, "timeout": 30},
-                            optimization={"max_val_examples": 3})
-        done = run_stage(project, "replay")
-        assert done.returncode == 0, done.stderr[-3000:]
-        bash = [len(next(t["function"]["description"] for t in r["tools"] if t["function"]["name"] == "bash"))
-                for r in server.requests]
-    finally:
-        server.close()
+    project, requests = _replay_choosing(replay_project, tmp_path / "p",
+                                         lambda i, request: _answer_by_descriptions(i, request, full, short),
+                                         tool_descriptions="auto")
+    bash = [len(next(t["function"]["description"] for t in r["tools"] if t["function"]["name"] == "bash"))
+            for r in requests]
     agent = json.loads((project / "metrics" / "replay.json").read_text())["agent"]
     assert agent["tool_descriptions"] == chosen and agent["disable_tools"] == []
     assert set(agent["val_scores"]) == {"full descriptions", "short descriptions"}
