@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(3000)  # a run of the embedded model on 2 share
 
 # The quick start's `dvc repro` with the shipped params, made small enough to run in minutes on 2 cores:
 # only sizes change (one test session, short fields, three demos, one replayed test step a prompt,
-# two val steps for each tool set `disable_tools: auto` tries); every choice is the shipped one.
+# two val steps for each agent config `auto` tries); every choice is the shipped one.
 TINY = {
     "data": {"train_split": 0.94, "val_split": 0.03, "test_split": 0.03, "max_field_chars": 300,
              "max_history_messages": 2},
@@ -35,9 +35,9 @@ SIZES = {"data.train_split", "data.val_split", "data.test_split", "data.max_fiel
          "optimization.labeled.k", "models.student.max_tokens", "models.teacher.max_tokens", "replay.max_steps"}
 
 
-# An experiment about the optimizer re-runs replay for its new prompt; the tool choice on val is the
-# shared run's to check, so experiments replay with the tool set fixed.
-TOOLS_FIXED = ("-S", "export.disable_tools=none")
+# An experiment about the optimizer re-runs replay for its new prompt; the agent config chosen on val is
+# the shared run's to check, so experiments replay with the tool set and descriptions fixed.
+TOOLS_FIXED = ("-S", "export.disable_tools=none", "-S", "export.tool_descriptions=full")
 
 
 def _keys(tree: dict, prefix: str = "") -> set[str]:
@@ -155,19 +155,28 @@ def test_run_writes_metrics_and_prompts(repo):
 
 
 def test_the_shipped_tool_choice_is_made_on_val_and_exported(repo):
-    """export.disable_tools: auto as shipped: replay scored both tool sets on val with the embedded model,
-    kept the better (at a tie the shorter request), and the exported agent switches off what it chose."""
+    """export.disable_tools and export.tool_descriptions: auto as shipped: replay scored both tool sets, each
+    with OpenCode's descriptions and short ones, on val with the embedded model, kept the better (at a tie the
+    shorter request), and the exported agent switches off what it chose. SmolLM2's format shows no
+    descriptions: the short candidates render the same prompts, cost no call, tie, and full is kept."""
     import json5
 
     agent = read_json(repo / "metrics/replay.json")["agent"]
     scores, tokens = agent["val_scores"], agent["val_prompt_tokens"]
-    assert set(scores) == {"all tools", "tools the sessions used"}, agent
-    assert tokens["tools the sessions used"] < tokens["all tools"]
-    subset = scores["tools the sessions used"] >= scores["all tools"]
-    assert bool(agent["disable_tools"]) == subset, agent
+    sets = ("all tools", "tools the sessions used")
+    assert set(scores) == {f"{s}, {d} descriptions" for s in sets for d in ("full", "short")}, agent
+    for s in sets:
+        assert scores[f"{s}, short descriptions"] == scores[f"{s}, full descriptions"]
+        assert tokens[f"{s}, short descriptions"] == tokens[f"{s}, full descriptions"]
+    assert tokens["tools the sessions used, full descriptions"] < tokens["all tools, full descriptions"]
+    subset = scores["tools the sessions used, full descriptions"] >= scores["all tools, full descriptions"]
+    assert bool(agent["disable_tools"]) == subset and agent["tool_descriptions"] == "full", agent
+    usage = read_json(repo / "metrics/replay_usage.json")["lm_usage"]["student"]
+    assert usage["calls"] + usage["cache_hits"] == 2 * 2 + 2 * 1  # 2 val steps per tool set, 1 test step x 2
     config = json5.loads((repo / "outputs/prompts/opencode-build-smollm2-135m.jsonc").read_text(encoding="utf-8"))
     (entry,) = config["agent"].values()
     assert entry.get("tools", {}) == {name: False for name in agent["disable_tools"]}
+    assert not (repo / "outputs/prompts/plugin/short-tools.js").exists()
 
 
 def test_metrics_show_and_diff(repo):

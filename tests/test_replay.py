@@ -15,7 +15,6 @@ import json5
 import pytest
 import yaml
 
-from lib.config.params import ROOT
 from lib.models.server import free_port
 from conftest import need
 from helpers import Loopback, completion, error, make_project, read_jsonl, run_data_stages, run_stage, tool_completion
@@ -527,24 +526,6 @@ def test_tool_descriptions_auto_chooses_on_val_and_export_ships_the_plugin(repla
     plugin = {"plugin/short-tools.js", "plugin/short-tools.json"}
     files = _export_files(project)
     assert files & plugin == (plugin if chosen == "short" else set())
-
-
-def test_tool_descriptions_auto_keeps_full_for_a_student_that_never_reads_them(replay_project, tmp_path):
-    """SmolLM2's grammar-constrained format lists no descriptions: both candidates render the same prompt, so
-    the short one costs no call, they tie on score and tokens, and the agent keeps OpenCode's descriptions
-    (no plugin to install). The shipped params choose auto."""
-    assert yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))["export"]["tool_descriptions"] == "auto"
-    project = configure(replay_project, tmp_path / "p", max_steps=1, tool_descriptions="auto",
-                        optimization={"max_val_examples": 2})
-    done = run_stage(project, "replay")
-    assert done.returncode == 0, done.stderr[-3000:]
-    agent = json.loads((project / "metrics" / "replay.json").read_text())["agent"]
-    assert set(agent["val_scores"]) == {"full descriptions", "short descriptions"}
-    assert len(set(agent["val_scores"].values())) == 1 and len(set(agent["val_prompt_tokens"].values())) == 1
-    assert agent["tool_descriptions"] == "full"
-    usage = json.loads((project / "metrics" / "replay_usage.json").read_text())["lm_usage"]["student"]
-    assert usage["calls"] + usage["cache_hits"] == 2 + 2  # 2 val steps with full descriptions, 1 test step x 2 prompts
-    assert not {"plugin/short-tools.js", "plugin/short-tools.json"} & _export_files(project)
 
 
 def test_replay_feedback_names_a_call_written_as_text():
