@@ -1,6 +1,7 @@
 """lib/export/files.py, lib/opencode/render.py and the export stage: every OpenCode file format, safe worked examples, model naming."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -400,3 +401,22 @@ def test_stage_reports_a_missing_program(tmp_path):
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1
     assert "outputs/program.json not found" in done.stderr and "dvc repro" in done.stderr
+
+
+def test_the_guide_quotes_the_replay_with_its_request_cost_and_the_calls_in_the_models_own_tags(program):
+    def side(score, tokens, tagged):
+        return {"score": score, "right_tool_rate": 0.25, "right_target_rate": 0.0, "destructive": 0, "n": 4,
+                "prompt_tokens_mean": tokens, "strict_call": tagged}
+
+    replay = {"opencode_default": side(0.25, 7435.8, 0), "exported": side(0.5, 3861.8, 2),
+              "difference": {"absolute": 0.25, "ci95": [0.0, 0.5]}}
+    guide = E.render_files(settings(("usage_guide",)), program, dataclasses.replace(SCORES, replay=replay),
+                           None)["USAGE_GUIDE_build.md"]
+    assert ("OpenCode's default prompt 0.250 (right tool 25%, right target 0%, 0 destructive, 0 calls in the "
+            "model's own tags, 7,436 prompt tokens a request), this agent 0.500 (right tool 25%, right target 0%, "
+            "0 destructive, 2 calls in the model's own tags, 3,862 prompt tokens a request)") in guide
+    for s in ("opencode_default", "exported"):  # a server or a grammar made the calls: their syntax is unknown
+        replay[s]["strict_call"] = None
+    guide = E.render_files(settings(("usage_guide",)), program, dataclasses.replace(SCORES, replay=replay),
+                           None)["USAGE_GUIDE_build.md"]
+    assert "own tags" not in guide and "3,862 prompt tokens a request" in guide

@@ -164,8 +164,10 @@ def _replay_line(scores: Scores) -> str | None:
     d, e, diff = r["opencode_default"], r["exported"], r["difference"]
 
     def one(x: dict[str, Any]) -> str:
+        tagged = "" if x.get("strict_call") is None else f", {x['strict_call']} calls in the model's own tags"
+        tokens = f", {x['prompt_tokens_mean']:,.0f} prompt tokens a request" if x.get("prompt_tokens_mean") else ""
         return (f"{x['score']:.3f} (right tool {x['right_tool_rate']:.0%}, right target {x['right_target_rate']:.0%}, "
-                f"{x['destructive']} destructive)")
+                f"{x['destructive']} destructive{tagged}{tokens})")
     return (f"as OpenCode sends it (replay of n={e['n']} test steps): OpenCode's default prompt {one(d)}, "
             f"this agent {one(e)}; difference {diff['absolute']:+.3f}, 95% CI {diff['ci95'][0]:+.3f}..{diff['ci95'][1]:+.3f}")
 
