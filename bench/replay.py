@@ -5,7 +5,7 @@
 Rows: OpenCode's default prompt; the exported agent with its worked examples as text in the system
 prompt (what the agent config ships); the same examples as earlier chat turns (what a plugin could
 inject instead); the exported agent with only the tools the recorded sessions used; the exported agent
-with the built-in tools' descriptions in short form (format short_tools). Then the time of
+with the built-in tools' descriptions in short form (export.tool_descriptions: short). Then the time of
 real calls in the replay stage's order (OpenCode's default prompt, then the exported agent, over the
 first --timed steps), with and without reuse of the shared prompt prefix, beside the floor: the prompt
 tokens no earlier request began with at the prefill rate measured on this machine, plus the answer
@@ -71,8 +71,8 @@ def main() -> None:
     print(f"replay of {len(test)} test steps on {student.label} (OpenCode {R.shape.version()}), "
           f"cache {'off' if args.no_cache else 'on'}\n")
     print("| setup | score | valid call | right tool | right target | destructive (run) | over context "
-          "| call as text | prompt tokens | s/call | tools called |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| call as text | call in tags | prompt tokens | s/call | tools called |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key in wanted:
         setup = rows[key]
         started = time.perf_counter()
@@ -81,7 +81,8 @@ def main() -> None:
         top = ", ".join(f"{k} {v}" for k, v in sorted(s["tools_called"].items(), key=lambda kv: -kv[1])[:4])
         print(f"| {setup.name} | {s['score']:.3f} | {s['valid_call_rate']:.0%} | {s['right_tool_rate']:.0%} "
               f"| {s['right_target_rate']:.0%} | {s['destructive']} ({s['destructive_unblocked']}) "
-              f"| {s['over_context']} | {s['text_call']} | {s['prompt_tokens_mean']:.0f} | {per_call:.1f} | {top} |", flush=True)
+              f"| {s['over_context']} | {s['text_call']} | {'n/a' if s['strict_call'] is None else s['strict_call']} "
+              f"| {s['prompt_tokens_mean']:.0f} | {per_call:.1f} | {top} |", flush=True)
 
     if student_cfg["provider"] == "local" and args.timed > 0:  # real calls straight to the engine, never cached
         timing(student_cfg, [rows["default"], rows["text"]], test[: args.timed], student, p["replay"]["parser"])
