@@ -200,6 +200,15 @@ def test_strict_syntax_is_counted_where_the_rule_reads_the_reply():
         assert R.replay(rows, R.Setup("x", "P"), student, WEIGHTS).summary()["strict_call"] is None
 
 
+def test_a_greedy_embedded_student_is_asked_once_per_prompt_text():
+    sent = []
+    call = R.once_per_prompt(lambda request: sent.append(request) or len(sent),
+                             lambda request: request["messages"][0]["content"])  # what the model would read
+    same = [{"messages": [{"content": "P"}], "tools": [{"d": d}]} for d in ("long", "short")]
+    assert call(same[0]) == call(same[1]) == 1 and len(sent) == 1
+    assert call({"messages": [{"content": "Q"}], "tools": []}) == 2 and len(sent) == 2
+
+
 def test_tool_choice_on_val_prefers_the_score_then_the_shorter_request():
     assert R.best_on_val({"all": 0.3, "used": 0.3}, {"all": 7300.0, "used": 5900.0}) == "used"
     assert R.best_on_val({"all": 0.4, "used": 0.3}, {"all": 7300.0, "used": 5900.0}) == "all"
@@ -526,6 +535,19 @@ def test_tool_descriptions_auto_chooses_on_val_and_export_ships_the_plugin(repla
     plugin = {"plugin/short-tools.js", "plugin/short-tools.json"}
     files = _export_files(project)
     assert files & plugin == (plugin if chosen == "short" else set())
+
+
+def test_both_choices_on_auto_take_three_val_passes_tools_first(replay_project, tmp_path):
+    """disable_tools and tool_descriptions both auto: the tool sets are scored with OpenCode's descriptions,
+    then short descriptions only for the set chosen (3 val passes, not 4), and the best of those ships."""
+    project, requests = _replay_choosing(replay_project, tmp_path / "p",
+                                         lambda i, request: _answer_by_tool_count(i, request, "bad", "good"),
+                                         disable_tools="auto", tool_descriptions="auto")
+    agent = json.loads((project / "metrics" / "replay.json").read_text())["agent"]
+    assert list(agent["val_scores"]) == ["all tools, full descriptions", "tools the sessions used, full descriptions",
+                                         "tools the sessions used, short descriptions"]
+    assert agent["disable_tools"] and agent["tool_descriptions"] == "short"  # a tie on score: the shorter request
+    assert len(requests) == 3 * 3 + 2 * 2
 
 
 def test_replay_feedback_names_a_call_written_as_text():

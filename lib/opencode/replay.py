@@ -309,13 +309,13 @@ def once_per_prompt(send: Callable[[dict[str, Any]], Any], render: Callable[[dic
                     ) -> Callable[[dict[str, Any]], Any]:
     """`send`, asked once per prompt text: greedy, an embedded model's answer depends only on the prompt it
     reads, so requests that render the same (tool descriptions its format does not show) share one call."""
-    answers: dict[str, Any] = {}
+    answers: dict[bytes, Any] = {}  # keyed by the prompt's digest: a test split can hold thousands of prompts
 
     def call(request: dict[str, Any]) -> Any:
-        text = render(request)
-        if text not in answers:
-            answers[text] = send(request)
-        return answers[text]
+        key = hashlib.sha256(render(request).encode("utf-8")).digest()
+        if key not in answers:
+            answers[key] = send(request)
+        return answers[key]
     return call
 
 
@@ -377,20 +377,34 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
         tool_sets = {"": [] if e["disable_tools"] == "none" else list(e["disable_tools"])}
     described = {"full descriptions": False, "short descriptions": True} if e["tool_descriptions"] == "auto" \
         else {"": e["tool_descriptions"] == "short"}
-    candidates = {", ".join(n for n in (tools, desc) if n): (off, short)
-                  for tools, off in tool_sets.items() for desc, short in described.items()}
     choice: dict[str, Any] = {}
     tokens: dict[str, float] = {}
-    if len(candidates) > 1 and val:
-        for name, (off, short) in candidates.items():
-            settings = export_settings(params, off, short)
-            setup = Setup(EXPORTED, agent_prompt(settings, program), tuple(off), settings.permission,
-                          demo_bank=bank, short_tools=short_tools.sent(short))
-            summary = scored(val, setup, main, f"val, {name}").summary()
-            choice[name], tokens[name] = summary["score"], summary["prompt_tokens_mean"]
-        disabled, short = candidates[best_on_val(choice, tokens)]
-    else:
-        disabled, short = next(iter(candidates.values()))  # fixed, or nothing to choose between
+    picked: dict[str, tuple[str, str]] = {}
+
+    def on_val(tools: str, desc: str) -> None:
+        name = ", ".join(n for n in (tools, desc) if n)
+        if name in choice:
+            return
+        off, short = tool_sets[tools], described[desc]
+        settings = export_settings(params, off, short)
+        setup = Setup(EXPORTED, agent_prompt(settings, program), tuple(off), settings.permission,
+                      demo_bank=bank, short_tools=short_tools.sent(short))
+        summary = scored(val, setup, main, f"val, {name}").summary()
+        choice[name], tokens[name], picked[name] = summary["score"], summary["prompt_tokens_mean"], (tools, desc)
+
+    # One choice after the other (3 val passes where every pair would take 4): the tool set, with the first
+    # descriptions candidate; then the descriptions, for the tool set chosen.
+    tools, desc = next(iter(tool_sets)), next(iter(described))
+    if val and len(tool_sets) > 1:
+        for name in tool_sets:
+            on_val(name, desc)
+        tools = picked[best_on_val(choice, tokens)][0]
+    if val and len(described) > 1:
+        for name in described:
+            on_val(tools, name)
+    if choice:
+        tools, desc = picked[best_on_val(choice, tokens)]
+    disabled, short = tool_sets[tools], described[desc]
     settings = export_settings(params, disabled, short)
     prompt = agent_prompt(settings, program)
     exported = Setup(EXPORTED, prompt, tuple(disabled), settings.permission, demo_bank=bank,
