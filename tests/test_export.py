@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -420,3 +421,19 @@ def test_the_guide_quotes_the_replay_with_its_request_cost_and_the_calls_in_the_
     guide = E.render_files(settings(("usage_guide",)), program, dataclasses.replace(SCORES, replay=replay),
                            None)["USAGE_GUIDE_build.md"]
     assert "own tags" not in guide and "3,862 prompt tokens a request" in guide
+
+
+def test_export_ships_what_replay_scored_or_says_to_rerun_it(program):
+    params = shipped_params()
+    prompt = A.agent_prompt(A.export_settings(params, ["webfetch"]), program)
+    scored = {"disable_tools": ["webfetch"], "tool_descriptions": "short",
+              "prompt_sha256": hashlib.sha256(prompt.encode("utf-8")).hexdigest()}
+    settings = A.scored_settings(params, program, scored, "dvc repro replay export")  # auto: replay's choice
+    assert settings.disabled_tools == ("webfetch",) and settings.short_tools
+    assert set(A.plugin_files(settings, program)) == {"plugin/short-tools.js", "plugin/short-tools.json"}
+    params["export"]["tool_descriptions"] = "full"  # changed since replay ran
+    with pytest.raises(UserError, match="scored the agent with short tool descriptions.*dvc repro replay export"):
+        A.scored_settings(params, program, scored, "dvc repro replay export")
+    params["export"]["tool_descriptions"] = "auto"
+    with pytest.raises(UserError, match="scored another prompt.*dvc repro replay export"):
+        A.scored_settings(params, program, {**scored, "disable_tools": []}, "dvc repro replay export")

@@ -199,9 +199,12 @@ def export_settings(params: dict[str, Any], disabled_tools: list[str] | tuple[st
 
 def scored_settings(params: dict[str, Any], program: Program, replay_agent: dict[str, Any], rerun: str) -> ExportSettings:
     """ExportSettings for the agent the replay stage chose (metrics/replay.json's `agent`); a UserError,
-    naming `rerun`, when the prompt they give is not the one replay scored."""
-    settings = export_settings(params, replay_agent["disable_tools"],
-                               replay_agent.get("tool_descriptions", "full") == "short")
+    naming `rerun`, when the prompt or the tool descriptions they give are not the ones replay scored."""
+    wanted, scored = params["export"]["tool_descriptions"], replay_agent.get("tool_descriptions", "full")
+    if wanted not in ("auto", scored):
+        raise UserError(f"metrics/replay.json scored the agent with {scored} tool descriptions, but "
+                        f"export.tool_descriptions is {wanted}; run `{rerun}`")
+    settings = export_settings(params, replay_agent["disable_tools"], scored == "short")
     if hashlib.sha256(agent_prompt(settings, program).encode("utf-8")).hexdigest() != replay_agent["prompt_sha256"]:
         raise UserError("metrics/replay.json scored another prompt than the one export would write "
                         f"(program or export params changed since); run `{rerun}`")
