@@ -183,17 +183,17 @@ class ExportSettings:
 
 
 def export_settings(params: dict[str, Any], disabled_tools: list[str] | tuple[str, ...],
-                    short_tools: bool | None = None) -> ExportSettings:
+                    short: bool | None = None) -> ExportSettings:
     """ExportSettings from params.yaml, the tools the agent switches off and whether it sends the tools'
     descriptions short (both chosen by replay where params say auto; None: short only if params say so)."""
     e = params["export"]
-    if short_tools is None:
-        short_tools = e["tool_descriptions"] == "short"
+    if short is None:
+        short = e["tool_descriptions"] == "short"
     permission = {"bash": dict(safety.DENY_DESTRUCTIVE)} if e["permission"] == "deny_destructive" else None
     return ExportSettings(agent=e["agent_name"], mode=e["mode"], formats=tuple(e["formats"]),
                           max_examples=e["max_examples"], student=params["models"]["student"],
                           opencode_model=e["opencode_model"], disabled_tools=tuple(disabled_tools),
-                          permission=permission, short_tools=short_tools,
+                          permission=permission, short_tools=short,
                           field_chars=params["data"]["max_field_chars"])
 
 

@@ -262,14 +262,15 @@ def run_task(task: Task, agent: str, agent_name: str, target: Target, repeat: in
     `plugins` (path under the config folder -> text, e.g. plugin/short-tools.js) are installed for this run.
     """
     repo, home = workdir / "repo", workdir / "home"
+    config = home / ".config" / "opencode"
     make_repo(repo, task)
     shutil.rmtree(home, ignore_errors=True)
-    (home / ".config" / "opencode").mkdir(parents=True)
-    (home / ".config" / "opencode" / "opencode.json").write_text(
-        json.dumps(opencode_config(target, agents, output_tokens), indent=2), encoding="utf-8")
+    config.mkdir(parents=True)
+    (config / "opencode.json").write_text(json.dumps(opencode_config(target, agents, output_tokens), indent=2),
+                                          encoding="utf-8")
     for rel, text in sorted((plugins or {}).items()):
-        (home / ".config" / "opencode" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (home / ".config" / "opencode" / rel).write_text(text, encoding="utf-8")
+        (config / rel).parent.mkdir(parents=True, exist_ok=True)
+        (config / rel).write_text(text, encoding="utf-8")
     # Not --pure: it also skips the plugin files a user installs.
     cmd = [opencode, "run", "--agent", agent_name, "--model", f"live/{target.model}",
            "--title", f"live {task.id}"]

@@ -53,7 +53,7 @@ class Setup:
     permission: dict[str, Any] | None = None  # the agent's `permission` rules (they act when a call runs)
     demo_turns: tuple[dict[str, Any], ...] = ()  # worked examples sent as earlier chat turns instead of text
     demo_bank: dict[str, Any] | None = None  # export format plugin: its nearest examples, as OpenCode sends them
-    short_tools: dict[str, str] | None = None  # export format short_tools: tool -> the description it sends
+    short_tools: dict[str, str] | None = None  # short descriptions (export.tool_descriptions): tool -> its text
 
 
 @dataclass
@@ -363,13 +363,12 @@ def run(params: dict[str, Any], program: Any, train: list[dict[str, Any]], val: 
         with Progress(f"replay {label}", len(rows), ledger, unit="step") as bar:
             return replay(rows, setup, student, weights, on_step=bar.update)
 
+    e = params["export"]
     # With the plugin exported, every exported request carries its nearest examples too.
     bank = None
-    if "plugin" in params["export"]["formats"]:
-        bank = demo_bank(program.bank_demos, program.retrieval, params["export"]["max_examples"],
-                         params["data"]["max_field_chars"])
+    if "plugin" in e["formats"]:
+        bank = demo_bank(program.bank_demos, program.retrieval, e["max_examples"], params["data"]["max_field_chars"])
     # The agent config, chosen on val where asked to: which tools it keeps, how they are described.
-    e = params["export"]
     if e["disable_tools"] == "auto":
         unused = unused_tools(train)
         tool_sets = {"all tools": [], "tools the sessions used": unused} if unused else {"all tools": []}

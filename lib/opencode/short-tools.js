@@ -2,8 +2,8 @@
 // paragraph), so a small model's request is thousands of tokens shorter. The tools, their parameters
 // and what they do are unchanged; only the text that describes them is.
 //
-// Reads short-tools.json beside this file (written by the pipeline's export stage, format
-// `short_tools`). It applies to every agent of the project while installed. With no usable file, or
+// Reads short-tools.json beside this file (written by the pipeline's export stage when the agent
+// sends short descriptions, export.tool_descriptions). It applies to every agent of the project while installed. With no usable file, or
 // OPENCODE_SHORT_TOOLS=off, the descriptions stay as OpenCode writes them.
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
@@ -33,7 +33,7 @@ export const ShortTools = async (input) => {
     }
     short = new Map(Object.entries(data.descriptions).filter(([, text]) => typeof text === "string" && text))
   } catch (err) {
-    await log("warn", `short-tools: descriptions left as they are: cannot use ${path} (${err?.message ?? err}); re-export it with the pipeline's export stage (format short_tools)`)
+    await log("warn", `short-tools: descriptions left as they are: cannot use ${path} (${err?.message ?? err}); re-export it with the pipeline's export stage (export.tool_descriptions: short)`)
     return {}
   }
   await log("info", `short-tools: short descriptions for ${[...short.keys()].join(", ")}`)
